@@ -1,4 +1,78 @@
 //! confab: a realtime chat server speaking Socket.IO v4.
+//!
+//! A tour, following one message from a client's emit to the other clients' screens:
+//!
+//! 1. `main.rs` parses [`Config`] (flags and `CONFAB_*` variables), validates it into
+//!    [`config::Settings`] and starts an [`Application`] (`app.rs`), which opens storage
+//!    (`storage/`), builds the backplane (`backplane/`) and mounts Socket.IO on the axum router
+//!    (`http/`).
+//! 2. A client connects: `socket/mod.rs` admits it (capacity, then the JWT from `auth.rs`), joins
+//!    its Socket.IO rooms (`user:{id}` and `room:{uuid}` of each of its chat rooms) and emits
+//!    `session`.
+//! 3. The client emits `message:send`. `socket/handler.rs` wraps the event (span, metrics, one
+//!    reply); `socket/payload.rs` parses the payload into domain values (`domain.rs`);
+//!    `socket/messages.rs` checks membership and calls [`storage::Store::send_message`], which
+//!    assigns the room's next seq in one transaction.
+//! 4. After the commit, the ack goes back and `message:new` goes to the room's Socket.IO room,
+//!    which socketioxide's adapter delivers to every member's sockets except the sender's.
+//!
+//! Presence and typing state live behind [`backplane::Backplane`]; room emits go through
+//! socketioxide's adapter.
+
+pub mod auth;
+pub mod backplane;
+pub mod config;
 pub mod domain;
+pub mod error;
+pub mod http;
+pub mod limits;
+pub mod metrics;
 pub mod model;
+pub mod socket;
+pub mod state;
 pub mod storage;
+pub mod telemetry;
+
+mod app;
+
+pub use app::Application;
+pub use config::Config;
+
+/// The first log lines: what this node is and how it is configured (never the secret).
+pub fn announce(app: &Application) {
+    let settings = &app.state().settings;
+    let storage = if settings.database_url.starts_with("sqlite:") { "SQLite" } else { "Postgres" };
+    tracing::info!(node = %settings.node_id, "confab listening on http://{}", app.local_addr());
+    tracing::info!(
+        storage,
+        backplane = app.state().backplane.describe(),
+        dev_tokens = settings.dev_tokens,
+        random_secret = settings.jwt_secret_generated,
+        "configuration"
+    );
+    if settings.dev_tokens {
+        tracing::warn!("dev tokens are ON: anyone can get a token at POST /api/dev/token; set CONFAB_JWT_SECRET for production");
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,114 @@
+//! Building and running one node: what `main` starts and what the tests start.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::TokenKeys;
+use crate::backplane::{Backplane, LocalBackplane};
+use crate::config::Settings;
+use crate::limits::ConnectionLimiter;
+use crate::metrics::Metrics;
+use crate::state::{AppState, Lifecycle};
+use crate::{http, socket, storage};
+
+/// A node that is bound and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    io: SocketIo,
+}
+
+impl Application {
+    /// Opens storage (applying migrations), builds the backplane and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = storage::connect(&settings.database_url, settings.database_max_connections)
+            .await
+            .context("opening storage")?;
+        let limits = &settings.limits;
+        let backplane: Arc<dyn Backplane> =
+            Arc::new(LocalBackplane::new(limits.typing_ttl, limits.typing_rebroadcast));
+        let state = AppState {
+            tokens: Arc::new(TokenKeys::new(&settings.jwt_secret)),
+            metrics: Arc::new(Metrics::new(&settings.node_id)),
+            connections: ConnectionLimiter::new(limits.max_connections, limits.max_connections_per_ip),
+            lifecycle: Lifecycle::default(),
+            store,
+            backplane,
+            settings: Arc::new(settings),
+        };
+        let (layer, io) = SocketIo::builder()
+            .max_payload(state.settings.limits.max_payload_bytes)
+            .max_buffer_size(1024)
+            .with_state(state.clone())
+            .build_layer();
+        socket::register(&io);
+        let router = http::common_layers(http::router(state.clone()).layer(layer));
+        let listener = TcpListener::bind(state.settings.listen)
+            .await
+            .with_context(|| format!("binding {}", state.settings.listen))?;
+        Ok(Self { listener, router, state, io })
+    }
+
+    /// The address actually bound (the port is chosen by the OS when configured as 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains: readiness goes false and new sockets are
+    /// refused, in-flight events finish and are acked, sockets are closed (clearing presence),
+    /// the HTTP server stops and storage is closed, all within the configured deadline.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self { listener, router, state, io } = self;
+        let background = CancellationToken::new();
+        tokio::spawn(socket::expire_typing(state.clone(), io.clone(), background.clone()));
+
+        let stop_serving = CancellationToken::new();
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, service).with_graceful_shutdown(stop_serving.clone().cancelled_owned());
+        let mut server = tokio::spawn(async move { server.await });
+
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut server => {
+                background.cancel();
+                return result.context("server task failed")?.context("server failed");
+            }
+        }
+
+        let deadline = state.settings.shutdown_timeout;
+        tracing::info!(deadline_secs = deadline.as_secs(), "draining");
+        let drained = tokio::time::timeout(deadline, async {
+            state.lifecycle.start_draining();
+            state.lifecycle.wait_idle().await;
+            io.close().await;
+            while state.connections.in_use() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            state.lifecycle.wait_idle().await;
+            stop_serving.cancel();
+            let _ = (&mut server).await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("drain deadline reached; exiting with work left");
+            server.abort();
+        }
+        background.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), state.store.close()).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

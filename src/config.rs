@@ -1,0 +1,289 @@
+//! Configuration: one typed structure read from flags and `CONFAB_*` environment variables,
+//! validated before anything starts.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// A value that must never appear in logs or `Debug` output.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, for development.
+    Pretty,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Every setting, as flags and environment variables of the same name.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "confab", version, about = "A realtime chat server speaking Socket.IO v4")]
+pub struct Config {
+    /// Address and port to serve HTTP and Socket.IO on.
+    #[arg(long, env = "CONFAB_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+
+    /// `postgres://…` or `sqlite://…`.
+    #[arg(long, env = "CONFAB_DATABASE_URL", default_value = "sqlite://confab-data/confab.db")]
+    pub database_url: String,
+
+    /// Database pool size (Postgres; SQLite uses one writer and a few readers).
+    #[arg(long, env = "CONFAB_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// Redis for the cluster backplane; unset means a single node with an in-process backplane.
+    #[arg(long, env = "CONFAB_REDIS_URL")]
+    pub redis_url: Option<Secret>,
+
+    /// This node's name in the cluster; a random one when unset.
+    #[arg(long, env = "CONFAB_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// HS256 secret for client tokens; unset means a random secret and dev tokens on.
+    #[arg(long, env = "CONFAB_JWT_SECRET")]
+    pub jwt_secret: Option<Secret>,
+
+    /// Serve `POST /api/dev/token`; defaults to on only when no secret is set.
+    #[arg(long, env = "CONFAB_DEV_TOKENS")]
+    pub dev_tokens: Option<bool>,
+
+    /// Message text limit in Unicode scalar values, after trimming.
+    #[arg(long, env = "CONFAB_MAX_MESSAGE_CHARS", default_value_t = 1000)]
+    pub max_message_chars: usize,
+
+    /// Socket.IO sockets per node before `server at capacity`.
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Sockets per client address; 0 means no limit.
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
+    /// Largest Socket.IO packet accepted, in bytes.
+    #[arg(long, env = "CONFAB_MAX_PAYLOAD_BYTES", default_value_t = 65_536)]
+    pub max_payload_bytes: u64,
+
+    /// Sustained `message:send` rate per socket.
+    #[arg(long, env = "CONFAB_SEND_RATE_PER_SEC", default_value_t = 10)]
+    pub send_rate_per_sec: u32,
+
+    /// Burst of `message:send` allowed above the sustained rate.
+    #[arg(long, env = "CONFAB_SEND_BURST", default_value_t = 20)]
+    pub send_burst: u32,
+
+    /// Sustained `typing:start`/`typing:stop` rate per socket.
+    #[arg(long, env = "CONFAB_TYPING_RATE_PER_SEC", default_value_t = 2)]
+    pub typing_rate_per_sec: u32,
+
+    /// Burst of typing events allowed above the sustained rate.
+    #[arg(long, env = "CONFAB_TYPING_BURST", default_value_t = 5)]
+    pub typing_burst: u32,
+
+    /// Seconds a drain may take on SIGTERM before the process exits anyway.
+    #[arg(long, env = "CONFAB_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+
+    /// Seconds without a heartbeat after which a node counts as dead (cluster only).
+    #[arg(long, env = "CONFAB_NODE_TIMEOUT", default_value_t = 10)]
+    pub node_timeout: u64,
+
+    /// Log output format.
+    #[arg(long, env = "CONFAB_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+/// What `validate` found wrong; startup stops with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// The validated settings the node runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub node_id: String,
+    pub jwt_secret: Secret,
+    /// True when the secret was generated at start (tokens die with the process).
+    pub jwt_secret_generated: bool,
+    pub dev_tokens: bool,
+    pub limits: Limits,
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+}
+
+/// Per-node and per-socket limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_chars: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_payload_bytes: u64,
+    pub send_rate_per_sec: u32,
+    pub send_burst: u32,
+    pub typing_rate_per_sec: u32,
+    pub typing_burst: u32,
+    /// How long a `typing:start` lasts without a refresh (the contract's 5 s).
+    pub typing_ttl: Duration,
+    /// Minimum spacing of re-broadcast `typing:start` events (the contract's 2 s).
+    pub typing_rebroadcast: Duration,
+}
+
+impl Config {
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_owned()));
+        if self.redis_url.is_some() {
+            return err(
+                "CONFAB_REDIS_URL is set, but this build has no Redis backplane yet; unset it to run a single node",
+            );
+        }
+        if !(self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://")
+            || self.database_url.starts_with("sqlite:"))
+        {
+            return err("CONFAB_DATABASE_URL must start with postgres:// or sqlite://");
+        }
+        if self.max_message_chars == 0 || self.max_connections == 0 {
+            return err("CONFAB_MAX_MESSAGE_CHARS and CONFAB_MAX_CONNECTIONS must be at least 1");
+        }
+        if self.send_rate_per_sec == 0 || self.send_burst == 0 {
+            return err("CONFAB_SEND_RATE_PER_SEC and CONFAB_SEND_BURST must be at least 1");
+        }
+        if self.typing_rate_per_sec == 0 || self.typing_burst == 0 {
+            return err("CONFAB_TYPING_RATE_PER_SEC and CONFAB_TYPING_BURST must be at least 1");
+        }
+        if self.max_payload_bytes < 1024 {
+            return err("CONFAB_MAX_PAYLOAD_BYTES must be at least 1024");
+        }
+        if self.database_max_connections == 0 {
+            return err("CONFAB_DATABASE_MAX_CONNECTIONS must be at least 1");
+        }
+        let node_id = match self.node_id {
+            Some(id) if id.trim().is_empty() || id.len() > 64 => {
+                return err("CONFAB_NODE_ID must be 1-64 characters");
+            }
+            Some(id) => id,
+            None => format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        };
+        let (jwt_secret, generated) = match self.jwt_secret {
+            Some(secret) if secret.expose().len() < 16 => {
+                return err("CONFAB_JWT_SECRET must be at least 16 bytes");
+            }
+            Some(secret) => (secret, false),
+            None => (Secret::new(random_secret()), true),
+        };
+        Ok(Settings {
+            listen: self.listen,
+            database_url: self.database_url,
+            database_max_connections: self.database_max_connections,
+            node_id,
+            dev_tokens: self.dev_tokens.unwrap_or(generated),
+            jwt_secret,
+            jwt_secret_generated: generated,
+            limits: Limits {
+                max_message_chars: self.max_message_chars,
+                max_connections: self.max_connections,
+                max_connections_per_ip: self.max_connections_per_ip,
+                max_payload_bytes: self.max_payload_bytes,
+                send_rate_per_sec: self.send_rate_per_sec,
+                send_burst: self.send_burst,
+                typing_rate_per_sec: self.typing_rate_per_sec,
+                typing_burst: self.typing_burst,
+                typing_ttl: Duration::from_secs(5),
+                typing_rebroadcast: Duration::from_secs(2),
+            },
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            log_format: self.log_format,
+        })
+    }
+}
+
+impl Settings {
+    /// Settings for tests and embedding: the defaults, on an ephemeral port.
+    pub fn for_tests(database_url: impl Into<String>) -> Self {
+        let mut settings = Config::parse_from(["confab"])
+            .validate()
+            .expect("default configuration is valid");
+        settings.listen = "127.0.0.1:0".parse().expect("valid address");
+        settings.database_url = database_url.into();
+        settings
+    }
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, ConfigError> {
+        let mut argv = vec!["confab"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv).expect("flags parse").validate()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_single_node() {
+        let settings = parse(&[]).unwrap();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:3000");
+        assert!(settings.database_url.starts_with("sqlite://"));
+        assert!(settings.dev_tokens && settings.jwt_secret_generated);
+        assert!(settings.node_id.starts_with("node-"));
+        assert_eq!(settings.limits.max_message_chars, 1000);
+    }
+
+    #[test]
+    fn a_configured_secret_turns_dev_tokens_off_unless_asked() {
+        let settings = parse(&["--jwt-secret", "0123456789abcdef0123"]).unwrap();
+        assert!(!settings.dev_tokens);
+        let settings =
+            parse(&["--jwt-secret", "0123456789abcdef0123", "--dev-tokens", "true"]).unwrap();
+        assert!(settings.dev_tokens);
+    }
+
+    #[test]
+    fn bad_values_are_refused_before_start() {
+        assert!(parse(&["--jwt-secret", "short"]).is_err());
+        assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--database-url", "mysql://x"]).is_err());
+        assert!(parse(&["--send-rate-per-sec", "0"]).is_err());
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let settings = parse(&["--jwt-secret", "0123456789abcdef0123"]).unwrap();
+        assert!(!format!("{settings:?}").contains("0123456789abcdef0123"));
+    }
+}

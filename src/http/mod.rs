@@ -1,0 +1,48 @@
+//! HTTP routes on the same port as Socket.IO: health, metrics, dev tokens and the demo page.
+
+mod dev_token;
+mod health;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, header};
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post};
+use tower_http::cors::CorsLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The HTTP routes; the Socket.IO layer is added on top by the application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(demo_page))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/api/dev/token", post(dev_token::issue))
+        .layer(RequestBodyLimitLayer::new(16 * 1024))
+        .with_state(state)
+}
+
+/// Layers shared by every request, Socket.IO included.
+pub fn common_layers(router: Router) -> Router {
+    router
+        .layer(CorsLayer::new().allow_origin(tower_http::cors::Any).allow_headers([header::CONTENT_TYPE]).max_age(Duration::from_secs(600)))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            // The path only: query strings may carry Socket.IO session ids.
+            tracing::debug_span!("http", method = %request.method(), path = request.uri().path(), request_id = id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+async fn demo_page() -> impl IntoResponse {
+    Html(include_str!("../../static/index.html"))
+}

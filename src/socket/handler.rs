@@ -1,0 +1,161 @@
+//! The frame every client event runs in: identity, a span, metrics, shutdown tracking, and
+//! exactly one reply (an ack, or an `error` event when the client gave no ack callback).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
+use socketioxide::handler::FromMessageParts;
+use socketioxide::socket::Socket;
+use socketioxide::handler::Value as RawValue;
+use tracing::{Instrument, field};
+
+use crate::auth::Identity;
+use crate::error::ChatError;
+use crate::limits::{ConnectionSlot, Rate};
+use crate::state::AppState;
+
+/// What a socket carries from connect to disconnect (in its extensions).
+pub struct Session {
+    pub identity: Identity,
+    /// `message:send` budget.
+    pub send_rate: Rate,
+    /// `typing:start`/`typing:stop` budget.
+    pub typing_rate: Rate,
+    /// Held until the socket is gone, so the node's connection count stays exact.
+    pub _slot: ConnectionSlot,
+}
+
+/// Everything a handler needs.
+pub struct Ctx {
+    pub app: AppState,
+    pub io: SocketIo,
+    pub socket: SocketRef,
+    pub session: Arc<Session>,
+}
+
+impl Ctx {
+    pub fn user(&self) -> &Identity {
+        &self.session.identity
+    }
+}
+
+pub type Outcome = Result<Value, ChatError>;
+
+/// The reply channel of one event: the ack when the client asked for one.
+pub struct Reply {
+    ack: AckSender,
+    wants_ack: bool,
+    socket: SocketRef,
+}
+
+impl FromMessageParts<LocalAdapter> for Reply {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        socket: &Arc<Socket<LocalAdapter>>,
+        value: &mut RawValue,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        Ok(Reply {
+            ack: AckSender::from_message_parts(socket, value, ack_id)?,
+            wants_ack: ack_id.is_some(),
+            socket: SocketRef::from_message_parts(socket, value, ack_id)?,
+        })
+    }
+}
+
+impl Reply {
+    fn send(self, event: &str, outcome: &Outcome) {
+        let sent = match (outcome, self.wants_ack) {
+            (Ok(body), true) => self.ack.send(body),
+            (Err(error), true) => self.ack.send(&error.to_reply()),
+            (Ok(_), false) => Ok(()),
+            (Err(error), false) => self.socket.emit(
+                "error",
+                &json!({ "event": event, "code": error.code(), "message": error.to_string() }),
+            ),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "reply not delivered (socket closing)");
+        }
+    }
+}
+
+/// Registers `handler` for `event` on this socket.
+pub fn on<F, Fut>(socket: &SocketRef, event: &'static str, handler: F)
+where
+    F: Fn(Ctx, Value) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    socket.on(
+        event,
+        move |socket: SocketRef,
+              io: SocketIo,
+              State(app): State<AppState>,
+              reply: Reply,
+              TryData(data): TryData<Value>| {
+            let handler = handler.clone();
+            async move {
+                let payload = data.unwrap_or(Value::Null);
+                run(event, socket, io, app, reply, move |ctx| handler(ctx, payload)).await;
+            }
+        },
+    );
+}
+
+/// Answers any event the contract does not name with `bad_request`.
+pub fn on_unknown(socket: &SocketRef) {
+    socket.on_fallback(
+        |socket: SocketRef, io: SocketIo, State(app): State<AppState>, reply: Reply, Event(name): Event| async move {
+            let _ = name;
+            run("unknown", socket, io, app, reply, |_| async {
+                Err(ChatError::bad_request("unknown event"))
+            })
+            .await;
+        },
+    );
+}
+
+async fn run<F, Fut>(event: &'static str, socket: SocketRef, io: SocketIo, app: AppState, reply: Reply, body: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let _in_flight = app.lifecycle.track();
+    let Some(session) = socket.extensions.get::<Arc<Session>>() else {
+        return;
+    };
+    let started = Instant::now();
+    let span = tracing::info_span!(
+        "event",
+        event,
+        user = %session.identity.user_id,
+        node = %app.settings.node_id,
+        outcome = field::Empty,
+    );
+    let metrics = app.metrics.clone();
+    let ctx = Ctx { app, io, socket, session };
+    let outcome = body(ctx).instrument(span.clone()).await;
+    let code = match &outcome {
+        Ok(_) => "ok",
+        Err(error) => error.code(),
+    };
+    span.record("outcome", code);
+    match &outcome {
+        Err(error @ (ChatError::Internal(_) | ChatError::Unavailable(_))) => {
+            let cause = error.cause().map(|c| format!("{c:#}")).unwrap_or_default();
+            span.in_scope(|| tracing::error!(code, cause, "event failed"));
+        }
+        Err(ChatError::Forbidden(_)) => span.in_scope(|| tracing::warn!(code, "forbidden attempt")),
+        Err(ChatError::RateLimited) => span.in_scope(|| tracing::warn!(code, "rate limit hit")),
+        _ => span.in_scope(|| tracing::debug!(code, "event handled")),
+    }
+    metrics.event(event, code, started.elapsed().as_secs_f64());
+    reply.send(event, &outcome);
+}

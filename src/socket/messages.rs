@@ -1,0 +1,64 @@
+//! Message events: send, history, read.
+
+use serde_json::{Value, json};
+
+use super::handler::{Ctx, Outcome};
+use super::payload;
+use super::rooms::require_member;
+use crate::error::ChatError;
+use crate::metrics::EventNameLabel;
+use crate::storage::{HistoryQuery, NewMessage};
+
+pub async fn send(ctx: Ctx, payload: Value) -> Outcome {
+    let parsed = payload::send(payload, ctx.app.settings.limits.max_message_chars)?;
+    if !ctx.session.send_rate.allow() {
+        ctx.app.metrics.rate_limited.get_or_create(&EventNameLabel { event: "message:send".into() }).inc();
+        return Err(ChatError::RateLimited);
+    }
+    require_member(&ctx, parsed.room).await?;
+    let user = ctx.user();
+    let sent = ctx
+        .app
+        .store
+        .send_message(NewMessage {
+            room: parsed.room,
+            user: user.user_id.clone(),
+            name: user.name.clone(),
+            text: parsed.text,
+            client_id: parsed.client_id,
+            reply_to: parsed.reply_to,
+        })
+        .await?;
+    // Stored and committed: only now may anyone hear of it.
+    if !sent.duplicate {
+        ctx.app.metrics.messages_stored.inc();
+        let room = parsed.room.socket_room();
+        if let Err(e) = ctx.socket.to(room).emit("message:new", &sent.message).await {
+            tracing::warn!(room = %parsed.room, error = %e, "message:new not delivered");
+        }
+    }
+    tracing::debug!(room = %parsed.room, seq = sent.message.seq, duplicate = sent.duplicate, "message stored");
+    Ok(json!({ "ok": true, "message": sent.message }))
+}
+
+pub async fn history(ctx: Ctx, payload: Value) -> Outcome {
+    let parsed = payload::history(payload)?;
+    require_member(&ctx, parsed.room).await?;
+    let query = HistoryQuery { before_seq: parsed.before_seq, after_seq: parsed.after_seq, limit: parsed.limit };
+    let page = ctx.app.store.history(parsed.room, query).await?;
+    Ok(json!({ "ok": true, "messages": page.messages, "hasMore": page.has_more }))
+}
+
+pub async fn read(ctx: Ctx, payload: Value) -> Outcome {
+    let (room, seq) = payload::read(payload)?;
+    require_member(&ctx, room).await?;
+    let user = &ctx.user().user_id;
+    let mark = ctx.app.store.mark_read(room, user, seq).await?;
+    if mark.moved {
+        let update = json!({ "roomId": room, "seq": mark.seq });
+        if let Err(e) = ctx.socket.to(user.socket_room()).emit("room:read", &update).await {
+            tracing::warn!(room = %room, error = %e, "room:read not delivered");
+        }
+    }
+    Ok(json!({ "ok": true, "seq": mark.seq }))
+}
