@@ -93,7 +93,9 @@ impl Application {
         let drained = tokio::time::timeout(deadline, async {
             state.lifecycle.start_draining();
             state.lifecycle.wait_idle().await;
-            io.close().await;
+            if let Err(e) = io.local().disconnect().await {
+                tracing::warn!(error = %e, "some sockets did not close");
+            }
             while state.connections.in_use() > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -6,23 +6,27 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::{HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadMark, Sent, StorageError, Store};
 use crate::domain::{DisplayName, RoomId, RoomKind, RoomName, UserId};
 use crate::model::{MemberRecord, Message, Room};
 
+/// `q!(query, sql, a, b)` is `sqlx::query(sql).bind(a).bind(b)`; also for `query_scalar`.
+macro_rules! q {
+    ($f:ident, $sql:expr $(, $arg:expr)* $(,)?) => { sqlx::$f($sql)$(.bind($arg))* };
+}
+
+/// Columns read by [`message_at`], in its order.
 const MSG_COLS: &str = "id, room_id, seq, user_id, name, text, client_id, reply_to, created_at";
 
-/// A room as viewer `$1` sees it, with its newest message joined in (`m_` columns) so that
-/// listing rooms takes one query. `unread` is 0 for a non-member.
+/// A room as viewer `$1` sees it (`unread` 0 for a non-member), read by [`room_from`]. The
+/// newest message is joined in so that listing rooms takes one query, not one per room.
 const ROOM_SELECT: &str = "SELECT r.id, r.name, r.kind, r.last_seq, \
-       (SELECT count(*) FROM members c WHERE c.room_id = r.id) AS member_count, \
-       COALESCE(r.last_seq - v.read_seq, 0) AS unread, \
-       m.id AS m_id, m.room_id AS m_room_id, m.seq AS m_seq, m.user_id AS m_user_id, \
-       m.name AS m_name, m.text AS m_text, m.client_id AS m_client_id, \
-       m.reply_to AS m_reply_to, m.created_at AS m_created_at \
+       (SELECT count(*) FROM members c WHERE c.room_id = r.id), \
+       COALESCE(r.last_seq - v.read_seq, 0), \
+       m.id, m.room_id, m.seq, m.user_id, m.name, m.text, m.client_id, m.reply_to, m.created_at \
      FROM rooms r \
      LEFT JOIN members v ON v.room_id = r.id AND v.user_id = $1 \
      LEFT JOIN messages m ON m.room_id = r.id AND m.seq = r.last_seq";
@@ -53,84 +57,71 @@ impl PostgresStore {
         let sql = format!(
             "SELECT {MSG_COLS} FROM messages WHERE room_id = $1 AND user_id = $2 AND client_id = $3"
         );
-        let row = sqlx::query(&sql)
-            .bind(room)
-            .bind(user.as_str())
-            .bind(client_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| message_from(&r, "")).transpose()?)
+        let row = q!(query, &sql, room, user.as_str(), client_id).fetch_optional(&self.pool);
+        Ok(row.await?.map(|r| message_at(&r, 0)).transpose()?)
     }
 }
 
-fn decode_err(msg: String) -> sqlx::Error {
-    sqlx::Error::Decode(msg.into())
-}
-
 fn kind_from(raw: &str) -> Result<RoomKind, sqlx::Error> {
-    RoomKind::from_db(raw).ok_or_else(|| decode_err(format!("unknown room kind {raw:?}")))
+    RoomKind::from_db(raw).ok_or_else(|| sqlx::Error::Decode(format!("room kind {raw:?}").into()))
 }
 
-fn message_from(row: &PgRow, p: &str) -> Result<Message, sqlx::Error> {
-    let col = |name: &str| format!("{p}{name}");
+/// Reads the [`MSG_COLS`] columns starting at column `at`.
+fn message_at(row: &PgRow, at: usize) -> Result<Message, sqlx::Error> {
     Ok(Message {
-        id: row.try_get(col("id").as_str())?,
-        room_id: RoomId(row.try_get(col("room_id").as_str())?),
-        seq: row.try_get(col("seq").as_str())?,
-        user_id: row.try_get(col("user_id").as_str())?,
-        name: row.try_get(col("name").as_str())?,
-        text: row.try_get(col("text").as_str())?,
-        client_id: row.try_get(col("client_id").as_str())?,
-        reply_to: row.try_get(col("reply_to").as_str())?,
-        created_at: row.try_get(col("created_at").as_str())?,
+        id: row.try_get(at)?,
+        room_id: RoomId(row.try_get(at + 1)?),
+        seq: row.try_get(at + 2)?,
+        user_id: row.try_get(at + 3)?,
+        name: row.try_get(at + 4)?,
+        text: row.try_get(at + 5)?,
+        client_id: row.try_get(at + 6)?,
+        reply_to: row.try_get(at + 7)?,
+        created_at: row.try_get(at + 8)?,
     })
 }
 
 fn room_from(row: &PgRow) -> Result<Room, sqlx::Error> {
-    let kind: String = row.try_get("kind")?;
-    let newest: Option<Uuid> = row.try_get("m_id")?;
+    let kind: String = row.try_get(2)?;
+    let has_message = row.try_get::<Option<Uuid>, _>(6)?.is_some();
     Ok(Room {
-        id: RoomId(row.try_get("id")?),
-        name: row.try_get("name")?,
+        id: RoomId(row.try_get(0)?),
+        name: row.try_get(1)?,
         kind: kind_from(&kind)?,
-        member_count: row.try_get("member_count")?,
-        last_seq: row.try_get("last_seq")?,
-        unread: row.try_get("unread")?,
-        last_message: newest.map(|_| message_from(row, "m_")).transpose()?,
+        last_seq: row.try_get(3)?,
+        member_count: row.try_get(4)?,
+        unread: row.try_get(5)?,
+        last_message: has_message.then(|| message_at(row, 6)).transpose()?,
     })
 }
 
 /// Creates users never seen before, named by their id. Sorted so that concurrent transactions
 /// lock new user rows in one order and cannot deadlock.
-async fn ensure_users(tx: &mut Transaction<'_, Postgres>, ids: &[&str]) -> Result<(), sqlx::Error> {
-    let mut ids: Vec<&str> = ids.to_vec();
+async fn ensure_users(conn: &mut PgConnection, ids: &[&str]) -> Result<(), sqlx::Error> {
+    let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
-    sqlx::query(
-        "INSERT INTO users (id, name) SELECT u, u FROM unnest($1::text[]) AS t(u) ORDER BY u \
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(ids)
-    .execute(&mut **tx)
-    .await?;
+    let sql = "INSERT INTO users (id, name) SELECT u, u FROM unnest($1::text[]) AS t(u) ORDER BY u \
+               ON CONFLICT (id) DO NOTHING";
+    q!(query, sql, ids).execute(conn).await?;
     Ok(())
 }
 
-/// Adds members with read mark 0 (the room is new); returns how many were added.
+/// Adds members of a new room, read mark 0.
 async fn insert_members(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     room: Uuid,
     ids: &[&str],
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO members (room_id, user_id, read_seq) \
-         SELECT $1, u, 0 FROM unnest($2::text[]) AS t(u) ON CONFLICT DO NOTHING",
-    )
-    .bind(room)
-    .bind(ids)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected())
+) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO members (room_id, user_id) SELECT $1, u FROM unnest($2::text[]) AS t(u) \
+               ON CONFLICT DO NOTHING";
+    q!(query, sql, room, ids).execute(conn).await?;
+    Ok(())
+}
+
+async fn room_exists(conn: &mut PgConnection, room: Uuid) -> Result<bool, sqlx::Error> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1)";
+    q!(query_scalar, sql, room).fetch_one(conn).await
 }
 
 #[async_trait]
@@ -141,101 +132,73 @@ impl Store for PostgresStore {
     }
 
     async fn upsert_user(&self, user: &UserId, name: &DisplayName) -> Result<(), StorageError> {
-        sqlx::query(
-            "INSERT INTO users (id, name, seen_at) VALUES ($1, $2, now()) \
-             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, seen_at = EXCLUDED.seen_at",
-        )
-        .bind(user.as_str())
-        .bind(name.as_str())
-        .execute(&self.pool)
-        .await?;
+        let sql = "INSERT INTO users (id, name, seen_at) VALUES ($1, $2, now()) \
+                   ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, seen_at = EXCLUDED.seen_at";
+        q!(query, sql, user.as_str(), name.as_str())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn create_room(&self, room: NewRoom) -> Result<Room, StorageError> {
         let id = RoomId::new();
-        let mut ids: Vec<&str> = vec![room.creator.as_str()];
+        let mut ids = vec![room.creator.as_str()];
         ids.extend(room.members.iter().map(UserId::as_str));
         let mut tx = self.pool.begin().await?;
         ensure_users(&mut tx, &ids).await?;
-        sqlx::query("INSERT INTO rooms (id, name, kind, created_by) VALUES ($1, $2, $3, $4)")
-            .bind(id.0)
-            .bind(room.name.as_str())
-            .bind(room.kind.as_str())
-            .bind(room.creator.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let added = insert_members(&mut tx, id.0, &ids).await?;
+        let sql = "INSERT INTO rooms (id, name, kind, created_by) VALUES ($1, $2, $3, $4)";
+        let (name, kind) = (room.name.as_str(), room.kind.as_str());
+        let insert = q!(query, sql, id.0, name, kind, room.creator.as_str());
+        insert.execute(&mut *tx).await?;
+        insert_members(&mut tx, id.0, &ids).await?;
         tx.commit().await?;
-        Ok(Room {
-            id,
-            name: room.name.as_str().to_owned(),
-            kind: room.kind,
-            member_count: i64::try_from(added).unwrap_or(i64::MAX),
-            last_seq: 0,
-            unread: 0,
-            last_message: None,
-        })
+        let created = self.room(id, &room.creator).await?;
+        created.ok_or(StorageError::RoomNotFound)
     }
 
     async fn direct_room(&self, me: &UserId, other: &UserId) -> Result<(Room, bool), StorageError> {
-        let (lo, hi) = if me <= other { (me, other) } else { (other, me) };
+        let (lo, hi) = (me.min(other), me.max(other));
         let key = format!("{lo}\n{hi}");
-        let fresh = RoomId::new();
+        let (fresh, pair) = (RoomId::new(), [lo.as_str(), hi.as_str()]);
         let mut tx = self.pool.begin().await?;
-        ensure_users(&mut tx, &[lo.as_str(), hi.as_str()]).await?;
+        ensure_users(&mut tx, &pair).await?;
         // A concurrent creator of the same key makes this wait for its commit and then do
-        // nothing; read committed lets the SELECT below see the winner's room.
-        let inserted = sqlx::query(
-            "INSERT INTO rooms (id, name, kind, direct_key, created_by) \
-             VALUES ($1, $2, 'direct', $3, $4) ON CONFLICT (direct_key) DO NOTHING",
-        )
-        .bind(fresh.0)
-        .bind(RoomName::direct().as_str())
-        .bind(&key)
-        .bind(me.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        let id = if inserted {
-            insert_members(&mut tx, fresh.0, &[lo.as_str(), hi.as_str()]).await?;
+        // nothing; read committed then lets the SELECT below see the winner's room.
+        let sql = "INSERT INTO rooms (id, name, kind, direct_key, created_by) \
+                   VALUES ($1, $2, 'direct', $3, $4) ON CONFLICT (direct_key) DO NOTHING";
+        let name = RoomName::direct();
+        let insert = q!(query, sql, fresh.0, name.as_str(), &key, me.as_str());
+        let created = insert.execute(&mut *tx).await?.rows_affected() == 1;
+        let id = if created {
+            insert_members(&mut tx, fresh.0, &pair).await?;
             fresh
         } else {
-            RoomId(
-                sqlx::query_scalar("SELECT id FROM rooms WHERE direct_key = $1")
-                    .bind(&key)
-                    .fetch_one(&mut *tx)
-                    .await?,
-            )
+            let sql = "SELECT id FROM rooms WHERE direct_key = $1";
+            RoomId(q!(query_scalar, sql, &key).fetch_one(&mut *tx).await?)
         };
         tx.commit().await?;
         let room = self.room(id, me).await?.ok_or(StorageError::RoomNotFound)?;
-        Ok((room, inserted))
+        Ok((room, created))
     }
 
     async fn room_kind(&self, room: RoomId) -> Result<Option<RoomKind>, StorageError> {
-        let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM rooms WHERE id = $1")
-            .bind(room.0)
+        let sql = "SELECT kind FROM rooms WHERE id = $1";
+        let kind: Option<String> = q!(query_scalar, sql, room.0)
             .fetch_optional(&self.pool)
             .await?;
         Ok(kind.map(|k| kind_from(&k)).transpose()?)
     }
 
     async fn is_member(&self, room: RoomId, user: &UserId) -> Result<bool, StorageError> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)",
-        )
-        .bind(room.0)
-        .bind(user.as_str())
-        .fetch_one(&self.pool)
-        .await?)
+        let sql = "SELECT EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)";
+        Ok(q!(query_scalar, sql, room.0, user.as_str())
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn room(&self, room: RoomId, viewer: &UserId) -> Result<Option<Room>, StorageError> {
-        let row = sqlx::query(&format!("{ROOM_SELECT} WHERE r.id = $2"))
-            .bind(viewer.as_str())
-            .bind(room.0)
+        let sql = format!("{ROOM_SELECT} WHERE r.id = $2");
+        let row = q!(query, &sql, viewer.as_str(), room.0)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.as_ref().map(room_from).transpose()?)
@@ -244,33 +207,20 @@ impl Store for PostgresStore {
     async fn add_member(&self, room: RoomId, user: &UserId) -> Result<bool, StorageError> {
         let mut tx = self.pool.begin().await?;
         ensure_users(&mut tx, &[user.as_str()]).await?;
-        let added = sqlx::query(
-            "INSERT INTO members (room_id, user_id, read_seq) \
-             SELECT id, $2, last_seq FROM rooms WHERE id = $1 ON CONFLICT DO NOTHING",
-        )
-        .bind(room.0)
-        .bind(user.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !added {
-            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1)")
-                .bind(room.0)
-                .fetch_one(&mut *tx)
-                .await?;
-            if !exists {
-                return Err(StorageError::RoomNotFound);
-            }
+        let sql = "INSERT INTO members (room_id, user_id, read_seq) \
+                   SELECT id, $2, last_seq FROM rooms WHERE id = $1 ON CONFLICT DO NOTHING";
+        let insert = q!(query, sql, room.0, user.as_str());
+        let added = insert.execute(&mut *tx).await?.rows_affected() == 1;
+        if !added && !room_exists(&mut tx, room.0).await? {
+            return Err(StorageError::RoomNotFound);
         }
         tx.commit().await?;
         Ok(added)
     }
 
     async fn remove_member(&self, room: RoomId, user: &UserId) -> Result<bool, StorageError> {
-        let done = sqlx::query("DELETE FROM members WHERE room_id = $1 AND user_id = $2")
-            .bind(room.0)
-            .bind(user.as_str())
+        let sql = "DELETE FROM members WHERE room_id = $1 AND user_id = $2";
+        let done = q!(query, sql, room.0, user.as_str())
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
@@ -281,72 +231,58 @@ impl Store for PostgresStore {
             "{ROOM_SELECT} WHERE v.user_id IS NOT NULL \
              ORDER BY COALESCE(r.last_message_at, v.joined_at) DESC, r.id ASC"
         );
-        let rows = sqlx::query(&sql).bind(user.as_str()).fetch_all(&self.pool).await?;
+        let rows = q!(query, &sql, user.as_str()).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(room_from).collect::<Result<_, _>>()?)
     }
 
     async fn room_ids_of(&self, user: &UserId) -> Result<Vec<RoomId>, StorageError> {
-        let ids: Vec<Uuid> =
-            sqlx::query_scalar("SELECT room_id FROM members WHERE user_id = $1 ORDER BY room_id")
-                .bind(user.as_str())
-                .fetch_all(&self.pool)
-                .await?;
+        let sql = "SELECT room_id FROM members WHERE user_id = $1 ORDER BY room_id";
+        let ids: Vec<Uuid> = q!(query_scalar, sql, user.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         Ok(ids.into_iter().map(RoomId).collect())
     }
 
     async fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT m.user_id, u.name FROM members m JOIN users u ON u.id = m.user_id \
-             WHERE m.room_id = $1 ORDER BY m.user_id",
-        )
-        .bind(room.0)
-        .fetch_all(&self.pool)
-        .await?;
-        let member = |row: &PgRow| -> Result<MemberRecord, sqlx::Error> {
-            let id: String = row.try_get("user_id")?;
-            Ok(MemberRecord {
-                user_id: UserId::parse(&id).map_err(|e| sqlx::Error::Decode(e.into()))?,
-                name: row.try_get("name")?,
-            })
+        let sql = "SELECT m.user_id, u.name FROM members m JOIN users u ON u.id = m.user_id \
+                   WHERE m.room_id = $1 ORDER BY m.user_id";
+        let rows: Vec<(String, String)> = q!(query_as, sql, room.0).fetch_all(&self.pool).await?;
+        let member = |(id, name): (String, String)| -> Result<MemberRecord, sqlx::Error> {
+            let user_id = UserId::parse(&id).map_err(|e| sqlx::Error::Decode(e.into()))?;
+            Ok(MemberRecord { user_id, name })
         };
-        Ok(rows.iter().map(member).collect::<Result<_, _>>()?)
+        Ok(rows.into_iter().map(member).collect::<Result<_, _>>()?)
     }
 
     async fn send_message(&self, msg: NewMessage) -> Result<Sent, StorageError> {
-        let room = msg.room.0;
+        let (room, user) = (msg.room.0, msg.user.as_str());
         let client_id = msg.client_id.as_ref().map(|c| c.as_str());
-        // Fast path for retries: no room lock, no seq spent.
+        // Fast path for retries: no room lock taken, no seq spent.
         if let Some(cid) = client_id
             && let Some(message) = self.by_client_id(room, &msg.user, cid).await?
         {
-            return Ok(Sent { message, duplicate: true });
+            return Ok(Sent {
+                message,
+                duplicate: true,
+            });
         }
         let mut tx = self.pool.begin().await?;
-        // The row lock taken here serializes senders to the room on every node until commit;
-        // a rollback below gives the seq back, so seqs stay gapless. clock_timestamp (not now())
-        // is read after the lock, so created_at never decreases as seq grows.
-        let Some(row) = sqlx::query(
-            "UPDATE rooms SET last_seq = last_seq + 1, \
-             last_message_at = GREATEST(clock_timestamp(), last_message_at) \
-             WHERE id = $1 RETURNING last_seq, last_message_at",
-        )
-        .bind(room)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
+        // The row lock taken here serializes the room's senders on every node until commit,
+        // and a rollback gives the seq back, so seqs stay gapless. clock_timestamp(), unlike
+        // now(), is read after the lock, so created_at does not decrease as seq grows.
+        let sql = "UPDATE rooms SET last_seq = last_seq + 1, \
+                   last_message_at = GREATEST(clock_timestamp(), last_message_at) \
+                   WHERE id = $1 RETURNING last_seq, last_message_at";
+        let Some(row) = q!(query, sql, room).fetch_optional(&mut *tx).await? else {
             return Err(StorageError::RoomNotFound);
         };
-        let seq: i64 = row.try_get("last_seq")?;
-        let at: DateTime<Utc> = row.try_get("last_message_at")?;
+        let (seq, at): (i64, DateTime<Utc>) = (row.try_get(0)?, row.try_get(1)?);
         if let Some(reply) = msg.reply_to {
-            let ok: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1 AND room_id = $2)",
-            )
-            .bind(reply)
-            .bind(room)
-            .fetch_one(&mut *tx)
-            .await?;
-            if !ok {
+            let sql = "SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1 AND room_id = $2)";
+            if !q!(query_scalar, sql, reply, room)
+                .fetch_one(&mut *tx)
+                .await?
+            {
                 return Err(StorageError::InvalidReply);
             }
         }
@@ -354,58 +290,61 @@ impl Store for PostgresStore {
             "INSERT INTO messages ({MSG_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (room_id, user_id, client_id) DO NOTHING RETURNING {MSG_COLS}"
         );
-        let inserted = sqlx::query(&sql)
-            .bind(Uuid::now_v7())
-            .bind(room)
-            .bind(seq)
-            .bind(msg.user.as_str())
-            .bind(msg.name.as_str())
-            .bind(msg.text.as_str())
-            .bind(client_id)
-            .bind(msg.reply_to)
-            .bind(at)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = inserted else {
-            // A concurrent send with this clientId committed between the fast path and the lock.
+        let (name, text) = (msg.name.as_str(), msg.text.as_str());
+        let id = Uuid::now_v7();
+        let insert = q!(
+            query,
+            &sql,
+            id,
+            room,
+            seq,
+            user,
+            name,
+            text,
+            client_id,
+            msg.reply_to,
+            at
+        );
+        let Some(row) = insert.fetch_optional(&mut *tx).await? else {
+            // A send with this clientId committed between the fast path and the lock.
             tx.rollback().await?;
-            let cid = client_id.unwrap_or_default();
-            let message = self.by_client_id(room, &msg.user, cid).await?;
-            let message = message.ok_or(sqlx::Error::RowNotFound)?;
-            return Ok(Sent { message, duplicate: true });
+            let stored = self.by_client_id(room, &msg.user, client_id.unwrap_or_default());
+            let message = stored.await?.ok_or(sqlx::Error::RowNotFound)?;
+            return Ok(Sent {
+                message,
+                duplicate: true,
+            });
         };
-        let message = message_from(&row, "")?;
-        sqlx::query(
-            "UPDATE members SET read_seq = GREATEST(read_seq, $3) \
-             WHERE room_id = $1 AND user_id = $2",
-        )
-        .bind(room)
-        .bind(msg.user.as_str())
-        .bind(seq)
-        .execute(&mut *tx)
-        .await?;
+        let message = message_at(&row, 0)?;
+        let sql = "UPDATE members SET read_seq = GREATEST(read_seq, $3) \
+                   WHERE room_id = $1 AND user_id = $2";
+        q!(query, sql, room, user, seq).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Sent { message, duplicate: false })
+        Ok(Sent {
+            message,
+            duplicate: false,
+        })
     }
 
     async fn history(&self, room: RoomId, q: HistoryQuery) -> Result<HistoryPage, StorageError> {
         // With afterSeq the page starts at the oldest match; otherwise it ends at the newest.
         let ascending = q.after_seq.is_some();
         let order = if ascending { "ASC" } else { "DESC" };
-        let limit = q.limit.max(0);
         let sql = format!(
             "SELECT {MSG_COLS} FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3 \
              ORDER BY seq {order} LIMIT $4"
         );
-        let rows = sqlx::query(&sql)
-            .bind(room.0)
-            .bind(q.after_seq.unwrap_or(i64::MIN))
-            .bind(q.before_seq.unwrap_or(i64::MAX))
-            .bind(limit.saturating_add(1))
-            .fetch_all(&self.pool)
-            .await?;
-        let mut messages: Vec<Message> =
-            rows.iter().map(|r| message_from(r, "")).collect::<Result<_, _>>()?;
+        let limit = q.limit.max(0);
+        let (after, before) = (
+            q.after_seq.unwrap_or(i64::MIN),
+            q.before_seq.unwrap_or(i64::MAX),
+        );
+        let select = q!(query, &sql, room.0, after, before, limit.saturating_add(1));
+        let rows = select.fetch_all(&self.pool).await?;
+        let mut messages: Vec<Message> = rows
+            .iter()
+            .map(|r| message_at(r, 0))
+            .collect::<Result<_, _>>()?;
         let keep = usize::try_from(limit).unwrap_or(usize::MAX);
         let has_more = messages.len() > keep;
         messages.truncate(keep);
@@ -415,33 +354,31 @@ impl Store for PostgresStore {
         Ok(HistoryPage { messages, has_more })
     }
 
-    async fn mark_read(&self, room: RoomId, user: &UserId, seq: i64) -> Result<ReadMark, StorageError> {
+    async fn mark_read(
+        &self,
+        room: RoomId,
+        user: &UserId,
+        seq: i64,
+    ) -> Result<ReadMark, StorageError> {
         // Updating only when the mark moves makes `moved` exact under concurrent calls: a
         // waiting UPDATE re-checks its WHERE against the row the other one committed.
-        let moved: Option<i64> = sqlx::query_scalar(
-            "UPDATE members m SET read_seq = LEAST($3, r.last_seq) FROM rooms r \
-             WHERE r.id = m.room_id AND m.room_id = $1 AND m.user_id = $2 \
-               AND m.read_seq < LEAST($3, r.last_seq) \
-             RETURNING m.read_seq",
-        )
-        .bind(room.0)
-        .bind(user.as_str())
-        .bind(seq)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(seq) = moved {
+        let sql = "UPDATE members m SET read_seq = LEAST($3, r.last_seq) FROM rooms r \
+                   WHERE r.id = m.room_id AND m.room_id = $1 AND m.user_id = $2 \
+                     AND m.read_seq < LEAST($3, r.last_seq) \
+                   RETURNING m.read_seq";
+        let update = q!(query_scalar, sql, room.0, user.as_str(), seq);
+        if let Some(seq) = update.fetch_optional(&self.pool).await? {
             return Ok(ReadMark { seq, moved: true });
         }
-        let current: Option<i64> =
-            sqlx::query_scalar("SELECT read_seq FROM members WHERE room_id = $1 AND user_id = $2")
-                .bind(room.0)
-                .bind(user.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-        match current {
+        let sql = "SELECT read_seq FROM members WHERE room_id = $1 AND user_id = $2";
+        let current = q!(query_scalar, sql, room.0, user.as_str());
+        match current.fetch_optional(&self.pool).await? {
             Some(seq) => Ok(ReadMark { seq, moved: false }),
             None if self.room_kind(room).await?.is_none() => Err(StorageError::RoomNotFound),
-            None => Ok(ReadMark { seq: 0, moved: false }),
+            None => Ok(ReadMark {
+                seq: 0,
+                moved: false,
+            }),
         }
     }
 
