@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The one test command: Rust unit and integration tests (SQLite and Postgres), the JavaScript
+# contract suite over websocket and polling, and the browser test of the demo page.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { echo "test.sh: $*" >&2; exit 1; }
+
+PG_URL="${CONFAB_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+command -v node >/dev/null || fail "Node.js 20+ is required (apt-get install -y nodejs npm)"
+if command -v pg_isready >/dev/null; then
+  pg_isready -d "$PG_URL" -q || fail "Postgres is not answering at $PG_URL; start it with: pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start"
+fi
+CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
+[ -x "$CHROMIUM_PATH" ] || fail "Chromium is required for the browser test at $CHROMIUM_PATH; install it with: apt-get update && apt-get install -y chromium"
+
+echo "== cargo build"
+cargo build --locked
+
+echo "== Rust tests (unit, storage and Socket.IO integration on SQLite and Postgres)"
+cargo test --locked --all-targets
+
+echo "== JavaScript contract suite (socket.io-client, websocket and polling)"
+cd e2e
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npm test
+
+echo "== Browser test of the demo page (headless Chromium)"
+CHROMIUM_PATH="$CHROMIUM_PATH" npm run test:browser
