@@ -34,12 +34,17 @@ impl Application {
             .await
             .context("opening storage")?;
         let limits = &settings.limits;
-        let backplane: Arc<dyn Backplane> =
-            Arc::new(LocalBackplane::new(limits.typing_ttl, limits.typing_rebroadcast));
+        let backplane: Arc<dyn Backplane> = Arc::new(LocalBackplane::new(
+            limits.typing_ttl,
+            limits.typing_rebroadcast,
+        ));
         let state = AppState {
             tokens: Arc::new(TokenKeys::new(&settings.jwt_secret)),
             metrics: Arc::new(Metrics::new(&settings.node_id)),
-            connections: ConnectionLimiter::new(limits.max_connections, limits.max_connections_per_ip),
+            connections: ConnectionLimiter::new(
+                limits.max_connections,
+                limits.max_connections_per_ip,
+            ),
             lifecycle: Lifecycle::default(),
             store,
             backplane,
@@ -55,12 +60,19 @@ impl Application {
         let listener = TcpListener::bind(state.settings.listen)
             .await
             .with_context(|| format!("binding {}", state.settings.listen))?;
-        Ok(Self { listener, router, state, io })
+        Ok(Self {
+            listener,
+            router,
+            state,
+            io,
+        })
     }
 
     /// The address actually bound (the port is chosen by the OS when configured as 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> &AppState {
@@ -71,13 +83,23 @@ impl Application {
     /// refused, in-flight events finish and are acked, sockets are closed (clearing presence),
     /// the HTTP server stops and storage is closed, all within the configured deadline.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self { listener, router, state, io } = self;
+        let Self {
+            listener,
+            router,
+            state,
+            io,
+        } = self;
         let background = CancellationToken::new();
-        tokio::spawn(socket::expire_typing(state.clone(), io.clone(), background.clone()));
+        tokio::spawn(socket::expire_typing(
+            state.clone(),
+            io.clone(),
+            background.clone(),
+        ));
 
         let stop_serving = CancellationToken::new();
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, service).with_graceful_shutdown(stop_serving.clone().cancelled_owned());
+        let server = axum::serve(listener, service)
+            .with_graceful_shutdown(stop_serving.clone().cancelled_owned());
         let mut server = tokio::spawn(async move { server.await });
 
         tokio::select! {

@@ -54,7 +54,8 @@ impl TokenKeys {
 
     pub fn verify(&self, token: Option<&str>) -> Result<Identity, AuthError> {
         let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
         let user_id = UserId::parse(&claims.sub).map_err(|e| AuthError::BadClaim(e.0))?;
         let name = match claims.name {
             None => DisplayName::from_user_id(&user_id),
@@ -71,7 +72,11 @@ impl TokenKeys {
             name: Some(identity.name.as_str().to_owned()),
             exp,
         };
-        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
     }
 }
 
@@ -101,7 +106,11 @@ mod tests {
 
     #[test]
     fn a_valid_token_yields_the_identity() {
-        let token = sign(Algorithm::HS256, json!({"sub": "ann", "name": " Ann ", "exp": in_an_hour()}), SECRET);
+        let token = sign(
+            Algorithm::HS256,
+            json!({"sub": "ann", "name": " Ann ", "exp": in_an_hour()}),
+            SECRET,
+        );
         let id = keys().verify(Some(&token)).unwrap();
         assert_eq!(id.user_id.as_str(), "ann");
         assert_eq!(id.name.as_str(), "Ann");
@@ -122,15 +131,47 @@ mod tests {
     fn bad_tokens_are_refused() {
         let now = chrono::Utc::now().timestamp();
         let refused = [
-            sign(Algorithm::HS256, json!({"sub": "ann", "exp": now - 120}), SECRET),
-            sign(Algorithm::HS256, json!({"sub": "ann", "exp": in_an_hour()}), "another-secret-entirely"),
-            sign(Algorithm::HS512, json!({"sub": "ann", "exp": in_an_hour()}), SECRET),
+            sign(
+                Algorithm::HS256,
+                json!({"sub": "ann", "exp": now - 120}),
+                SECRET,
+            ),
+            sign(
+                Algorithm::HS256,
+                json!({"sub": "ann", "exp": in_an_hour()}),
+                "another-secret-entirely",
+            ),
+            sign(
+                Algorithm::HS512,
+                json!({"sub": "ann", "exp": in_an_hour()}),
+                SECRET,
+            ),
             sign(Algorithm::HS256, json!({"sub": "ann"}), SECRET),
-            sign(Algorithm::HS256, json!({"sub": "a b", "exp": in_an_hour()}), SECRET),
-            sign(Algorithm::HS256, json!({"sub": "x".repeat(65), "exp": in_an_hour()}), SECRET),
-            sign(Algorithm::HS256, json!({"sub": "ann", "name": "", "exp": in_an_hour()}), SECRET),
-            sign(Algorithm::HS256, json!({"sub": "ann", "name": 7, "exp": in_an_hour()}), SECRET),
-            sign(Algorithm::HS256, json!({"sub": "ann", "name": "n".repeat(65), "exp": in_an_hour()}), SECRET),
+            sign(
+                Algorithm::HS256,
+                json!({"sub": "a b", "exp": in_an_hour()}),
+                SECRET,
+            ),
+            sign(
+                Algorithm::HS256,
+                json!({"sub": "x".repeat(65), "exp": in_an_hour()}),
+                SECRET,
+            ),
+            sign(
+                Algorithm::HS256,
+                json!({"sub": "ann", "name": "", "exp": in_an_hour()}),
+                SECRET,
+            ),
+            sign(
+                Algorithm::HS256,
+                json!({"sub": "ann", "name": 7, "exp": in_an_hour()}),
+                SECRET,
+            ),
+            sign(
+                Algorithm::HS256,
+                json!({"sub": "ann", "name": "n".repeat(65), "exp": in_an_hour()}),
+                SECRET,
+            ),
             "not-a-jwt".to_owned(),
         ];
         for token in refused {
@@ -143,7 +184,11 @@ mod tests {
     #[test]
     fn expiry_has_thirty_seconds_of_leeway() {
         let now = chrono::Utc::now().timestamp();
-        let token = sign(Algorithm::HS256, json!({"sub": "ann", "exp": now - 10}), SECRET);
+        let token = sign(
+            Algorithm::HS256,
+            json!({"sub": "ann", "exp": now - 10}),
+            SECRET,
+        );
         assert!(keys().verify(Some(&token)).is_ok());
     }
 

@@ -44,14 +44,22 @@ pub enum LogFormat {
 
 /// Every setting, as flags and environment variables of the same name.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "confab", version, about = "A realtime chat server speaking Socket.IO v4")]
+#[command(
+    name = "confab",
+    version,
+    about = "A realtime chat server speaking Socket.IO v4"
+)]
 pub struct Config {
     /// Address and port to serve HTTP and Socket.IO on.
     #[arg(long, env = "CONFAB_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
 
     /// `postgres://…` or `sqlite://…`.
-    #[arg(long, env = "CONFAB_DATABASE_URL", default_value = "sqlite://confab-data/confab.db")]
+    #[arg(
+        long,
+        env = "CONFAB_DATABASE_URL",
+        default_value = "sqlite://confab-data/confab.db"
+    )]
     pub database_url: String,
 
     /// Database pool size (Postgres; SQLite uses one writer and a few readers).
@@ -251,7 +259,9 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Settings, ConfigError> {
         let mut argv = vec!["confab"];
         argv.extend_from_slice(args);
-        Config::try_parse_from(argv).expect("flags parse").validate()
+        Config::try_parse_from(argv)
+            .expect("flags parse")
+            .validate()
     }
 
     #[test]
@@ -268,8 +278,13 @@ mod tests {
     fn a_configured_secret_turns_dev_tokens_off_unless_asked() {
         let settings = parse(&["--jwt-secret", "0123456789abcdef0123"]).unwrap();
         assert!(!settings.dev_tokens);
-        let settings =
-            parse(&["--jwt-secret", "0123456789abcdef0123", "--dev-tokens", "true"]).unwrap();
+        let settings = parse(&[
+            "--jwt-secret",
+            "0123456789abcdef0123",
+            "--dev-tokens",
+            "true",
+        ])
+        .unwrap();
         assert!(settings.dev_tokens);
     }
 

@@ -90,8 +90,14 @@ mod tests {
 
     #[test]
     fn storage_errors_map_to_contract_codes() {
-        assert_eq!(ChatError::from(StorageError::InvalidReply).code(), "bad_request");
-        assert_eq!(ChatError::from(StorageError::RoomNotFound).code(), "not_found");
+        assert_eq!(
+            ChatError::from(StorageError::InvalidReply).code(),
+            "bad_request"
+        );
+        assert_eq!(
+            ChatError::from(StorageError::RoomNotFound).code(),
+            "not_found"
+        );
         let pool = StorageError::Database(sqlx::Error::PoolTimedOut);
         assert_eq!(ChatError::from(pool).code(), "unavailable");
     }

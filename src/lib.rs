@@ -41,7 +41,11 @@ pub use config::Config;
 /// The first log lines: what this node is and how it is configured (never the secret).
 pub fn announce(app: &Application) {
     let settings = &app.state().settings;
-    let storage = if settings.database_url.starts_with("sqlite:") { "SQLite" } else { "Postgres" };
+    let storage = if settings.database_url.starts_with("sqlite:") {
+        "SQLite"
+    } else {
+        "Postgres"
+    };
     tracing::info!(node = %settings.node_id, "confab listening on http://{}", app.local_addr());
     tracing::info!(
         storage,
@@ -51,7 +55,9 @@ pub fn announce(app: &Application) {
         "configuration"
     );
     if settings.dev_tokens {
-        tracing::warn!("dev tokens are ON: anyone can get a token at POST /api/dev/token; set CONFAB_JWT_SECRET for production");
+        tracing::warn!(
+            "dev tokens are ON: anyone can get a token at POST /api/dev/token; set CONFAB_JWT_SECRET for production"
+        );
     }
 }
 

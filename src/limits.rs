@@ -33,7 +33,11 @@ pub struct ConnectionLimiter {
 
 impl ConnectionLimiter {
     pub fn new(max: usize, max_per_ip: usize) -> Self {
-        Self { max, max_per_ip, counts: Arc::default() }
+        Self {
+            max,
+            max_per_ip,
+            counts: Arc::default(),
+        }
     }
 
     pub fn try_acquire(&self, ip: Option<IpAddr>) -> Result<ConnectionSlot, Refusal> {
@@ -50,7 +54,10 @@ impl ConnectionLimiter {
             *used += 1;
         }
         counts.total += 1;
-        Ok(ConnectionSlot { limiter: self.clone(), ip })
+        Ok(ConnectionSlot {
+            limiter: self.clone(),
+            ip,
+        })
     }
 
     /// Sockets holding a slot on this node.
@@ -91,7 +98,9 @@ impl Rate {
     pub fn new(per_second: u32, burst: u32) -> Self {
         let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-        Self(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
+        Self(RateLimiter::direct(
+            Quota::per_second(per_second).allow_burst(burst),
+        ))
     }
 
     /// Takes one token; false when the bucket is empty.
@@ -120,7 +129,10 @@ mod tests {
         let one: IpAddr = "127.0.0.1".parse().unwrap();
         let two: IpAddr = "127.0.0.2".parse().unwrap();
         let _a = limiter.try_acquire(Some(one)).unwrap();
-        assert_eq!(limiter.try_acquire(Some(one)).err(), Some(Refusal::PerAddress));
+        assert_eq!(
+            limiter.try_acquire(Some(one)).err(),
+            Some(Refusal::PerAddress)
+        );
         assert!(limiter.try_acquire(Some(two)).is_ok());
         assert_eq!(limiter.in_use(), 1);
     }

@@ -47,19 +47,33 @@ impl Metrics {
     pub fn new(node_id: &str) -> Self {
         let mut registry = Registry::with_prefix_and_labels(
             "confab",
-            [(std::borrow::Cow::Borrowed("node"), std::borrow::Cow::Owned(node_id.to_owned()))]
-                .into_iter(),
+            [(
+                std::borrow::Cow::Borrowed("node"),
+                std::borrow::Cow::Owned(node_id.to_owned()),
+            )]
+            .into_iter(),
         );
         let sockets = Gauge::default();
-        registry.register("sockets", "Socket.IO sockets connected to this node", sockets.clone());
+        registry.register(
+            "sockets",
+            "Socket.IO sockets connected to this node",
+            sockets.clone(),
+        );
         let connections = Family::<OutcomeLabel, Counter>::default();
-        registry.register("connections", "Socket.IO connection attempts by outcome", connections.clone());
+        registry.register(
+            "connections",
+            "Socket.IO connection attempts by outcome",
+            connections.clone(),
+        );
         let events = Family::<EventLabels, Counter>::default();
-        registry.register("events", "Client events handled, by event and outcome", events.clone());
-        let event_duration =
-            Family::<EventNameLabel, Histogram>::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.0005, 2.0, 14))
-            });
+        registry.register(
+            "events",
+            "Client events handled, by event and outcome",
+            events.clone(),
+        );
+        let event_duration = Family::<EventNameLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+        });
         registry.register_with_unit(
             "event_duration",
             "Time to handle a client event",
@@ -67,11 +81,23 @@ impl Metrics {
             event_duration.clone(),
         );
         let messages_stored = Counter::default();
-        registry.register("messages_stored", "Messages durably stored", messages_stored.clone());
+        registry.register(
+            "messages_stored",
+            "Messages durably stored",
+            messages_stored.clone(),
+        );
         let rate_limited = Family::<EventNameLabel, Counter>::default();
-        registry.register("rate_limited", "Events refused by rate limits", rate_limited.clone());
+        registry.register(
+            "rate_limited",
+            "Events refused by rate limits",
+            rate_limited.clone(),
+        );
         let typing_expired = Counter::default();
-        registry.register("typing_expired", "Typing states that expired", typing_expired.clone());
+        registry.register(
+            "typing_expired",
+            "Typing states that expired",
+            typing_expired.clone(),
+        );
         Self {
             registry,
             sockets,
@@ -85,14 +111,23 @@ impl Metrics {
     }
 
     pub fn connection(&self, outcome: &str) {
-        self.connections.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() }).inc();
+        self.connections
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn event(&self, event: &str, outcome: &str, seconds: f64) {
-        let labels = EventLabels { event: event.to_owned(), outcome: outcome.to_owned() };
+        let labels = EventLabels {
+            event: event.to_owned(),
+            outcome: outcome.to_owned(),
+        };
         self.events.get_or_create(&labels).inc();
         self.event_duration
-            .get_or_create(&EventNameLabel { event: event.to_owned() })
+            .get_or_create(&EventNameLabel {
+                event: event.to_owned(),
+            })
             .observe(seconds);
     }
 

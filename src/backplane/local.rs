@@ -31,13 +31,19 @@ pub struct LocalBackplane {
 
 impl LocalBackplane {
     pub fn new(typing_ttl: Duration, rebroadcast: Duration) -> Self {
-        Self { state: Mutex::default(), typing_ttl, rebroadcast }
+        Self {
+            state: Mutex::default(),
+            typing_ttl,
+            rebroadcast,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the maps half-updated in a way that
         // matters more than losing presence entirely, so recover the guard.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -70,7 +76,10 @@ impl Backplane for LocalBackplane {
 
     async fn online(&self, users: &[UserId]) -> Result<Vec<bool>, BackplaneError> {
         let state = self.lock();
-        Ok(users.iter().map(|u| state.sockets.contains_key(u)).collect())
+        Ok(users
+            .iter()
+            .map(|u| state.sockets.contains_key(u))
+            .collect())
     }
 
     async fn typing_start(
@@ -93,7 +102,11 @@ impl Backplane for LocalBackplane {
                 Ok(false)
             }
             _ => {
-                let fresh = TypingState { name: typer.name, expires_at, last_broadcast: now };
+                let fresh = TypingState {
+                    name: typer.name,
+                    expires_at,
+                    last_broadcast: now,
+                };
                 state.typing.insert(key, fresh);
                 Ok(true)
             }
@@ -106,8 +119,12 @@ impl Backplane for LocalBackplane {
 
     async fn typing_stop_all(&self, user: &UserId) -> Result<Vec<RoomId>, BackplaneError> {
         let mut state = self.lock();
-        let rooms: Vec<RoomId> =
-            state.typing.keys().filter(|(_, u)| u == user).map(|(r, _)| *r).collect();
+        let rooms: Vec<RoomId> = state
+            .typing
+            .keys()
+            .filter(|(_, u)| u == user)
+            .map(|(r, _)| *r)
+            .collect();
         for room in &rooms {
             state.typing.remove(&(*room, user.clone()));
         }
@@ -120,7 +137,10 @@ impl Backplane for LocalBackplane {
             .typing
             .iter()
             .filter(|((r, _), t)| *r == room && t.expires_at > now)
-            .map(|((_, user_id), t)| Typer { user_id: user_id.clone(), name: t.name.clone() })
+            .map(|((_, user_id), t)| Typer {
+                user_id: user_id.clone(),
+                name: t.name.clone(),
+            })
             .collect();
         typers.sort_by(|a, b| a.user_id.cmp(&b.user_id));
         Ok(typers)
@@ -131,13 +151,20 @@ impl Backplane for LocalBackplane {
         now: Instant,
     ) -> Result<Vec<ExpiredTyping>, BackplaneError> {
         let mut state = self.lock();
-        let expired: Vec<(RoomId, UserId)> =
-            state.typing.iter().filter(|(_, t)| t.expires_at <= now).map(|(k, _)| k.clone()).collect();
+        let expired: Vec<(RoomId, UserId)> = state
+            .typing
+            .iter()
+            .filter(|(_, t)| t.expires_at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
         Ok(expired
             .into_iter()
             .map(|key| {
                 state.typing.remove(&key);
-                ExpiredTyping { room: key.0, user_id: key.1 }
+                ExpiredTyping {
+                    room: key.0,
+                    user_id: key.1,
+                }
             })
             .collect())
     }
@@ -160,7 +187,10 @@ mod tests {
     }
 
     fn typer(id: &str) -> Typer {
-        Typer { user_id: user(id), name: id.to_uppercase() }
+        Typer {
+            user_id: user(id),
+            name: id.to_uppercase(),
+        }
     }
 
     fn backplane() -> LocalBackplane {
@@ -173,25 +203,45 @@ mod tests {
         assert!(bp.socket_connected(&user("ann"), "s1").await.unwrap());
         assert!(!bp.socket_connected(&user("ann"), "s2").await.unwrap());
         assert!(!bp.socket_disconnected(&user("ann"), "s1").await.unwrap());
-        assert_eq!(bp.online(&[user("ann"), user("bob")]).await.unwrap(), vec![true, false]);
+        assert_eq!(
+            bp.online(&[user("ann"), user("bob")]).await.unwrap(),
+            vec![true, false]
+        );
         assert!(bp.socket_disconnected(&user("ann"), "s2").await.unwrap());
         assert!(!bp.socket_disconnected(&user("ann"), "s2").await.unwrap());
         assert_eq!(bp.online(&[user("ann")]).await.unwrap(), vec![false]);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn typing_rebroadcasts_at_most_every_two_seconds_and_expires_after_five() {
         let bp = backplane();
         let room = RoomId::new();
         let t0 = Instant::now();
         assert!(bp.typing_start(room, typer("ann"), t0).await.unwrap());
-        assert!(!bp.typing_start(room, typer("ann"), t0 + Duration::from_millis(1500)).await.unwrap());
-        assert!(bp.typing_start(room, typer("ann"), t0 + Duration::from_millis(2100)).await.unwrap());
+        assert!(
+            !bp.typing_start(room, typer("ann"), t0 + Duration::from_millis(1500))
+                .await
+                .unwrap()
+        );
+        assert!(
+            bp.typing_start(room, typer("ann"), t0 + Duration::from_millis(2100))
+                .await
+                .unwrap()
+        );
         let later = t0 + Duration::from_millis(7000);
         assert_eq!(bp.typers(room, later).await.unwrap().len(), 1);
         assert!(bp.take_expired_typing(later).await.unwrap().is_empty());
-        let expired = bp.take_expired_typing(t0 + Duration::from_millis(7200)).await.unwrap();
-        assert_eq!(expired, vec![ExpiredTyping { room, user_id: user("ann") }]);
+        let expired = bp
+            .take_expired_typing(t0 + Duration::from_millis(7200))
+            .await
+            .unwrap();
+        assert_eq!(
+            expired,
+            vec![ExpiredTyping {
+                room,
+                user_id: user("ann")
+            }]
+        );
         assert!(!bp.typing_stop(room, &user("ann")).await.unwrap());
     }
 

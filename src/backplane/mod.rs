@@ -37,8 +37,11 @@ pub trait Backplane: Send + Sync + 'static {
     async fn socket_connected(&self, user: &UserId, socket: &str) -> Result<bool, BackplaneError>;
 
     /// Forgets a socket of `user`; true when it was the user's last socket anywhere.
-    async fn socket_disconnected(&self, user: &UserId, socket: &str)
-    -> Result<bool, BackplaneError>;
+    async fn socket_disconnected(
+        &self,
+        user: &UserId,
+        socket: &str,
+    ) -> Result<bool, BackplaneError>;
 
     /// Whether each user has at least one socket, in the order asked.
     async fn online(&self, users: &[UserId]) -> Result<Vec<bool>, BackplaneError>;

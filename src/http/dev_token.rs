@@ -28,13 +28,22 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     (status, Json(body)).into_response()
 }
 
-pub async fn issue(State(app): State<AppState>, body: Result<Json<TokenRequest>, JsonRejection>) -> Response {
+pub async fn issue(
+    State(app): State<AppState>,
+    body: Result<Json<TokenRequest>, JsonRejection>,
+) -> Response {
     if !app.settings.dev_tokens {
         return error(StatusCode::NOT_FOUND, "not_found", "dev tokens are off");
     }
     let Json(request) = match body {
         Ok(body) => body,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, "bad_request", rejection.body_text()),
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                rejection.body_text(),
+            );
+        }
     };
     let user_id = match UserId::parse(&request.user_id) {
         Ok(id) => id,
@@ -44,11 +53,18 @@ pub async fn issue(State(app): State<AppState>, body: Result<Json<TokenRequest>,
         Ok(name) => name.unwrap_or_else(|| DisplayName::from_user_id(&user_id)),
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.0),
     };
-    match app.tokens.issue(&Identity { user_id, name }, DEV_TOKEN_TTL_SECS) {
+    match app
+        .tokens
+        .issue(&Identity { user_id, name }, DEV_TOKEN_TTL_SECS)
+    {
         Ok(token) => Json(json!({ "token": token })).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "dev token not issued");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
         }
     }
 }

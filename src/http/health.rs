@@ -23,7 +23,11 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let backplane = app.backplane.is_ready();
     let draining = app.lifecycle.is_draining();
     let ready = storage && backplane && !draining;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "ready": ready,
         "checks": {
@@ -37,7 +41,10 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         app.metrics.render(),
     )
 }

@@ -11,8 +11,8 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use socketioxide::handler::FromMessageParts;
-use socketioxide::socket::Socket;
 use socketioxide::handler::Value as RawValue;
+use socketioxide::socket::Socket;
 use tracing::{Instrument, field};
 
 use crate::auth::Identity;
@@ -103,7 +103,10 @@ where
             let handler = handler.clone();
             async move {
                 let payload = data.unwrap_or(Value::Null);
-                run(event, socket, io, app, reply, move |ctx| handler(ctx, payload)).await;
+                run(event, event, socket, io, app, reply, move |ctx| {
+                    handler(ctx, payload)
+                })
+                .await;
             }
         },
     );
@@ -112,9 +115,14 @@ where
 /// Answers any event the contract does not name with `bad_request`.
 pub fn on_unknown(socket: &SocketRef) {
     socket.on_fallback(
-        |socket: SocketRef, io: SocketIo, State(app): State<AppState>, reply: Reply, Event(name): Event| async move {
-            let _ = name;
-            run("unknown", socket, io, app, reply, |_| async {
+        |socket: SocketRef,
+         io: SocketIo,
+         State(app): State<AppState>,
+         reply: Reply,
+         Event(name): Event| async move {
+            // Metrics label all unknown events alike (bounded cardinality); the client's `error`
+            // event names what it sent.
+            run("unknown", &name, socket, io, app, reply, |_| async {
                 Err(ChatError::bad_request("unknown event"))
             })
             .await;
@@ -122,8 +130,15 @@ pub fn on_unknown(socket: &SocketRef) {
     );
 }
 
-async fn run<F, Fut>(event: &'static str, socket: SocketRef, io: SocketIo, app: AppState, reply: Reply, body: F)
-where
+async fn run<F, Fut>(
+    event: &'static str,
+    sent_as: &str,
+    socket: SocketRef,
+    io: SocketIo,
+    app: AppState,
+    reply: Reply,
+    body: F,
+) where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = Outcome>,
 {
@@ -140,7 +155,12 @@ where
         outcome = field::Empty,
     );
     let metrics = app.metrics.clone();
-    let ctx = Ctx { app, io, socket, session };
+    let ctx = Ctx {
+        app,
+        io,
+        socket,
+        session,
+    };
     let outcome = body(ctx).instrument(span.clone()).await;
     let code = match &outcome {
         Ok(_) => "ok",
@@ -157,5 +177,5 @@ where
         _ => span.in_scope(|| tracing::debug!(code, "event handled")),
     }
     metrics.event(event, code, started.elapsed().as_secs_f64());
-    reply.send(event, &outcome);
+    reply.send(sent_as, &outcome);
 }

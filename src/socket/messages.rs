@@ -12,7 +12,13 @@ use crate::storage::{HistoryQuery, NewMessage};
 pub async fn send(ctx: Ctx, payload: Value) -> Outcome {
     let parsed = payload::send(payload, ctx.app.settings.limits.max_message_chars)?;
     if !ctx.session.send_rate.allow() {
-        ctx.app.metrics.rate_limited.get_or_create(&EventNameLabel { event: "message:send".into() }).inc();
+        ctx.app
+            .metrics
+            .rate_limited
+            .get_or_create(&EventNameLabel {
+                event: "message:send".into(),
+            })
+            .inc();
         return Err(ChatError::RateLimited);
     }
     require_member(&ctx, parsed.room).await?;
@@ -44,7 +50,11 @@ pub async fn send(ctx: Ctx, payload: Value) -> Outcome {
 pub async fn history(ctx: Ctx, payload: Value) -> Outcome {
     let parsed = payload::history(payload)?;
     require_member(&ctx, parsed.room).await?;
-    let query = HistoryQuery { before_seq: parsed.before_seq, after_seq: parsed.after_seq, limit: parsed.limit };
+    let query = HistoryQuery {
+        before_seq: parsed.before_seq,
+        after_seq: parsed.after_seq,
+        limit: parsed.limit,
+    };
     let page = ctx.app.store.history(parsed.room, query).await?;
     Ok(json!({ "ok": true, "messages": page.messages, "hasMore": page.has_more }))
 }
@@ -56,7 +66,12 @@ pub async fn read(ctx: Ctx, payload: Value) -> Outcome {
     let mark = ctx.app.store.mark_read(room, user, seq).await?;
     if mark.moved {
         let update = json!({ "roomId": room, "seq": mark.seq });
-        if let Err(e) = ctx.socket.to(user.socket_room()).emit("room:read", &update).await {
+        if let Err(e) = ctx
+            .socket
+            .to(user.socket_room())
+            .emit("room:read", &update)
+            .await
+        {
             tracing::warn!(room = %room, error = %e, "room:read not delivered");
         }
     }

@@ -59,7 +59,11 @@ async fn admit(
     outcome
 }
 
-async fn admit_inner(socket: &SocketRef, app: &AppState, auth: Option<Value>) -> Result<(), ConnectRefusal> {
+async fn admit_inner(
+    socket: &SocketRef,
+    app: &AppState,
+    auth: Option<Value>,
+) -> Result<(), ConnectRefusal> {
     let peer = socket
         .req_parts()
         .extensions
@@ -72,13 +76,18 @@ async fn admit_inner(socket: &SocketRef, app: &AppState, auth: Option<Value>) ->
         tracing::warn!(peer = ?peer, reason = %refusal, "connection refused: capacity");
         ConnectRefusal::Capacity
     })?;
-    let token = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str);
+    let token = auth
+        .as_ref()
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str);
     let identity = app.tokens.verify(token).map_err(|e| {
         tracing::warn!(peer = ?peer, reason = %e, "connection refused: unauthorized");
         ConnectRefusal::Unauthorized
     })?;
     let joined = async {
-        app.store.upsert_user(&identity.user_id, &identity.name).await?;
+        app.store
+            .upsert_user(&identity.user_id, &identity.name)
+            .await?;
         app.store.room_ids_of(&identity.user_id).await
     }
     .await;
@@ -108,7 +117,8 @@ async fn on_connect(socket: SocketRef, State(app): State<AppState>, io: SocketIo
     socket.on_disconnect(on_disconnect);
     app.metrics.sockets.inc();
     let user = &session.identity;
-    let hello = json!({ "userId": user.user_id, "name": user.name, "nodeId": app.settings.node_id });
+    let hello =
+        json!({ "userId": user.user_id, "name": user.name, "nodeId": app.settings.node_id });
     if socket.emit("session", &hello).is_err() {
         return;
     }
@@ -133,7 +143,12 @@ fn register_events(socket: &SocketRef) {
     handler::on_unknown(socket);
 }
 
-async fn on_disconnect(socket: SocketRef, State(app): State<AppState>, io: SocketIo, reason: DisconnectReason) {
+async fn on_disconnect(
+    socket: SocketRef,
+    State(app): State<AppState>,
+    io: SocketIo,
+    reason: DisconnectReason,
+) {
     let _in_flight = app.lifecycle.track();
     let Some(session) = socket.extensions.get::<Arc<Session>>() else {
         return;

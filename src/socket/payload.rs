@@ -22,12 +22,15 @@ fn shape<T: DeserializeOwned>(value: Value) -> Result<T, ChatError> {
     if !value.is_object() {
         return Err(ChatError::bad_request("payload must be an object"));
     }
-    serde_json::from_value(value).map_err(|e| ChatError::bad_request(format!("invalid payload: {e}")))
+    serde_json::from_value(value)
+        .map_err(|e| ChatError::bad_request(format!("invalid payload: {e}")))
 }
 
 fn non_negative(field: &str, value: Option<i64>) -> Result<Option<i64>, ChatError> {
     match value {
-        Some(v) if v < 0 => Err(ChatError::bad_request(format!("{field} must be a non-negative integer"))),
+        Some(v) if v < 0 => Err(ChatError::bad_request(format!(
+            "{field} must be a non-negative integer"
+        ))),
         other => Ok(other),
     }
 }
@@ -66,11 +69,17 @@ pub fn create_room(value: Value, creator: &UserId) -> Result<CreateRoom, ChatErr
     let kind = match raw.kind.as_deref() {
         None | Some("private") => RoomKind::Private,
         Some("public") => RoomKind::Public,
-        Some(_) => return Err(ChatError::bad_request("kind must be \"public\" or \"private\"")),
+        Some(_) => {
+            return Err(ChatError::bad_request(
+                "kind must be \"public\" or \"private\"",
+            ));
+        }
     };
     let listed = raw.members.unwrap_or_default();
     if listed.len() > MAX_CREATE_MEMBERS {
-        return Err(ChatError::bad_request(format!("members: at most {MAX_CREATE_MEMBERS} ids")));
+        return Err(ChatError::bad_request(format!(
+            "members: at most {MAX_CREATE_MEMBERS} ids"
+        )));
     }
     let mut members: Vec<UserId> = Vec::with_capacity(listed.len());
     for raw_id in &listed {
@@ -79,7 +88,11 @@ pub fn create_room(value: Value, creator: &UserId) -> Result<CreateRoom, ChatErr
             members.push(id);
         }
     }
-    Ok(CreateRoom { name, kind, members })
+    Ok(CreateRoom {
+        name,
+        kind,
+        members,
+    })
 }
 
 #[derive(Deserialize)]
@@ -124,9 +137,16 @@ pub fn send(value: Value, max_chars: usize) -> Result<Send, ChatError> {
     let reply_to = raw
         .reply_to
         .as_deref()
-        .map(|r| Uuid::parse_str(r).map_err(|_| ChatError::bad_request("replyTo must be a message id")))
+        .map(|r| {
+            Uuid::parse_str(r).map_err(|_| ChatError::bad_request("replyTo must be a message id"))
+        })
         .transpose()?;
-    Ok(Send { room, text, client_id, reply_to })
+    Ok(Send {
+        room,
+        text,
+        client_id,
+        reply_to,
+    })
 }
 
 #[derive(Debug, PartialEq)]
@@ -154,7 +174,9 @@ pub fn history(value: Value) -> Result<History, ChatError> {
     let room = RoomId::parse(&raw.room_id)?;
     let limit = raw.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
     if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
-        return Err(ChatError::bad_request(format!("limit must be 1-{MAX_HISTORY_LIMIT}")));
+        return Err(ChatError::bad_request(format!(
+            "limit must be 1-{MAX_HISTORY_LIMIT}"
+        )));
     }
     Ok(History {
         room,
@@ -187,9 +209,14 @@ struct PresenceRaw {
 pub fn presence(value: Value) -> Result<Vec<UserId>, ChatError> {
     let raw: PresenceRaw = shape(value)?;
     if raw.user_ids.is_empty() || raw.user_ids.len() > MAX_PRESENCE_IDS {
-        return Err(ChatError::bad_request(format!("userIds must list 1-{MAX_PRESENCE_IDS} ids")));
+        return Err(ChatError::bad_request(format!(
+            "userIds must list 1-{MAX_PRESENCE_IDS} ids"
+        )));
     }
-    raw.user_ids.iter().map(|id| UserId::parse(id).map_err(ChatError::from)).collect()
+    raw.user_ids
+        .iter()
+        .map(|id| UserId::parse(id).map_err(ChatError::from))
+        .collect()
 }
 
 /// `room:list` takes `{}`; a missing payload is the same.
@@ -217,7 +244,13 @@ mod tests {
 
     #[test]
     fn non_objects_are_bad_requests_everywhere() {
-        for junk in [json!(null), json!(5), json!("x"), json!([1, 2]), json!(true)] {
+        for junk in [
+            json!(null),
+            json!(5),
+            json!("x"),
+            json!([1, 2]),
+            json!(true),
+        ] {
             assert!(is_bad_request(room_only(junk.clone())));
             assert!(is_bad_request(create_room(junk.clone(), &me())));
             assert!(is_bad_request(send(junk.clone(), 10)));
@@ -238,7 +271,11 @@ mod tests {
 
     #[test]
     fn create_room_defaults_to_private_and_drops_creator_and_repeats() {
-        let parsed = create_room(json!({"name": " team ", "members": ["me", "bo", "bo"]}), &me()).unwrap();
+        let parsed = create_room(
+            json!({"name": " team ", "members": ["me", "bo", "bo"]}),
+            &me(),
+        )
+        .unwrap();
         assert_eq!(parsed.kind, RoomKind::Private);
         assert_eq!(parsed.name.as_str(), "team");
         assert_eq!(parsed.members, vec![UserId::parse("bo").unwrap()]);
@@ -249,41 +286,86 @@ mod tests {
     #[test]
     fn create_room_refuses_bad_names_kinds_and_member_lists() {
         assert!(is_bad_request(create_room(json!({"name": "  "}), &me())));
-        assert!(is_bad_request(create_room(json!({"name": "x".repeat(101)}), &me())));
-        assert!(is_bad_request(create_room(json!({"name": "x", "kind": "direct"}), &me())));
-        assert!(is_bad_request(create_room(json!({"name": "x", "members": ["bad id"]}), &me())));
-        assert!(is_bad_request(create_room(json!({"name": "x", "members": "bo"}), &me())));
+        assert!(is_bad_request(create_room(
+            json!({"name": "x".repeat(101)}),
+            &me()
+        )));
+        assert!(is_bad_request(create_room(
+            json!({"name": "x", "kind": "direct"}),
+            &me()
+        )));
+        assert!(is_bad_request(create_room(
+            json!({"name": "x", "members": ["bad id"]}),
+            &me()
+        )));
+        assert!(is_bad_request(create_room(
+            json!({"name": "x", "members": "bo"}),
+            &me()
+        )));
         let many: Vec<String> = (0..1001).map(|i| format!("u{i}")).collect();
-        assert!(is_bad_request(create_room(json!({"name": "x", "members": many}), &me())));
+        assert!(is_bad_request(create_room(
+            json!({"name": "x", "members": many}),
+            &me()
+        )));
     }
 
     #[test]
     fn direct_needs_another_valid_user() {
-        assert_eq!(direct(json!({"userId": "bo"}), &me()).unwrap().as_str(), "bo");
+        assert_eq!(
+            direct(json!({"userId": "bo"}), &me()).unwrap().as_str(),
+            "bo"
+        );
         assert!(is_bad_request(direct(json!({"userId": "me"}), &me())));
         assert!(is_bad_request(direct(json!({"userId": ""}), &me())));
     }
 
     #[test]
     fn send_trims_text_and_checks_optional_fields() {
-        let ok = send(json!({"roomId": ROOM, "text": "  hi  ", "clientId": null, "replyTo": null}), 10).unwrap();
+        let ok = send(
+            json!({"roomId": ROOM, "text": "  hi  ", "clientId": null, "replyTo": null}),
+            10,
+        )
+        .unwrap();
         assert_eq!(ok.text.as_str(), "hi");
         assert!(ok.client_id.is_none() && ok.reply_to.is_none());
-        assert!(is_bad_request(send(json!({"roomId": ROOM, "text": "   "}), 10)));
-        assert!(is_bad_request(send(json!({"roomId": ROOM, "text": "x".repeat(11)}), 10)));
+        assert!(is_bad_request(send(
+            json!({"roomId": ROOM, "text": "   "}),
+            10
+        )));
+        assert!(is_bad_request(send(
+            json!({"roomId": ROOM, "text": "x".repeat(11)}),
+            10
+        )));
         assert!(is_bad_request(send(json!({"roomId": ROOM, "text": 5}), 10)));
         assert!(is_bad_request(send(json!({"roomId": ROOM}), 10)));
-        assert!(is_bad_request(send(json!({"roomId": ROOM, "text": "a", "clientId": ""}), 10)));
-        assert!(is_bad_request(send(json!({"roomId": ROOM, "text": "a", "clientId": "c".repeat(65)}), 10)));
-        assert!(is_bad_request(send(json!({"roomId": ROOM, "text": "a", "replyTo": "nope"}), 10)));
-        assert!(is_bad_request(send(json!({"roomId": ROOM, "text": "a", "replyTo": 3}), 10)));
+        assert!(is_bad_request(send(
+            json!({"roomId": ROOM, "text": "a", "clientId": ""}),
+            10
+        )));
+        assert!(is_bad_request(send(
+            json!({"roomId": ROOM, "text": "a", "clientId": "c".repeat(65)}),
+            10
+        )));
+        assert!(is_bad_request(send(
+            json!({"roomId": ROOM, "text": "a", "replyTo": "nope"}),
+            10
+        )));
+        assert!(is_bad_request(send(
+            json!({"roomId": ROOM, "text": "a", "replyTo": 3}),
+            10
+        )));
     }
 
     #[test]
     fn history_checks_limits_and_cursors() {
         let default = history(json!({"roomId": ROOM})).unwrap();
         assert_eq!(default.limit, 50);
-        assert_eq!(history(json!({"roomId": ROOM, "afterSeq": 0, "limit": 200})).unwrap().after_seq, Some(0));
+        assert_eq!(
+            history(json!({"roomId": ROOM, "afterSeq": 0, "limit": 200}))
+                .unwrap()
+                .after_seq,
+            Some(0)
+        );
         for bad in [
             json!({"roomId": ROOM, "limit": 0}),
             json!({"roomId": ROOM, "limit": 201}),
@@ -308,7 +390,9 @@ mod tests {
         assert!(is_bad_request(presence(json!({"userIds": []}))));
         let many: Vec<String> = (0..201).map(|i| format!("u{i}")).collect();
         assert!(is_bad_request(presence(json!({"userIds": many}))));
-        assert!(is_bad_request(presence(json!({"userIds": ["ok", "not ok"]}))));
+        assert!(is_bad_request(presence(
+            json!({"userIds": ["ok", "not ok"]})
+        )));
     }
 
     #[test]

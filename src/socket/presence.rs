@@ -23,21 +23,39 @@ pub async fn get(ctx: Ctx, payload: Value) -> Outcome {
     let presence: serde_json::Map<String, Value> = users
         .iter()
         .zip(online)
-        .map(|(user, on)| (user.to_string(), json!(if on { "online" } else { "offline" })))
+        .map(|(user, on)| {
+            (
+                user.to_string(),
+                json!(if on { "online" } else { "offline" }),
+            )
+        })
         .collect();
     Ok(json!({ "ok": true, "presence": presence }))
 }
 
 pub async fn socket_connected(app: &AppState, io: &SocketIo, socket: &SocketRef, user: &Identity) {
-    match app.backplane.socket_connected(&user.user_id, &socket.id.to_string()).await {
+    match app
+        .backplane
+        .socket_connected(&user.user_id, &socket.id.to_string())
+        .await
+    {
         Ok(true) => announce(app, io, &user.user_id, "online").await,
         Ok(false) => {}
         Err(e) => tracing::error!(user = %user.user_id, error = %e, "presence not recorded"),
     }
 }
 
-pub async fn socket_disconnected(app: &AppState, io: &SocketIo, socket: &SocketRef, user: &Identity) {
-    let last = match app.backplane.socket_disconnected(&user.user_id, &socket.id.to_string()).await {
+pub async fn socket_disconnected(
+    app: &AppState,
+    io: &SocketIo,
+    socket: &SocketRef,
+    user: &Identity,
+) {
+    let last = match app
+        .backplane
+        .socket_disconnected(&user.user_id, &socket.id.to_string())
+        .await
+    {
         Ok(last) => last,
         Err(e) => {
             tracing::error!(user = %user.user_id, error = %e, "presence not updated");

@@ -15,7 +15,12 @@ use crate::storage::NewRoom;
 
 /// Checks that the room exists and the caller belongs to it.
 pub async fn require_member(ctx: &Ctx, room: RoomId) -> Result<RoomKind, ChatError> {
-    let kind = ctx.app.store.room_kind(room).await?.ok_or(ChatError::NotFound("room not found"))?;
+    let kind = ctx
+        .app
+        .store
+        .room_kind(room)
+        .await?
+        .ok_or(ChatError::NotFound("room not found"))?;
     if !ctx.app.store.is_member(room, &ctx.user().user_id).await? {
         return Err(ChatError::Forbidden("not a member of this room"));
     }
@@ -40,7 +45,12 @@ pub async fn create(ctx: Ctx, payload: Value) -> Outcome {
     let room = ctx
         .app
         .store
-        .create_room(NewRoom { name: parsed.name, kind: parsed.kind, creator: me.clone(), members: parsed.members.clone() })
+        .create_room(NewRoom {
+            name: parsed.name,
+            kind: parsed.kind,
+            creator: me.clone(),
+            members: parsed.members.clone(),
+        })
         .await?;
     let mut everyone: Vec<&UserId> = vec![&me];
     everyone.extend(parsed.members.iter());
@@ -64,13 +74,23 @@ pub async fn direct(ctx: Ctx, payload: Value) -> Outcome {
 pub async fn join(ctx: Ctx, payload: Value) -> Outcome {
     let room_id = payload::room_only(payload)?;
     let me = ctx.user().user_id.clone();
-    let kind = ctx.app.store.room_kind(room_id).await?.ok_or(ChatError::NotFound("room not found"))?;
+    let kind = ctx
+        .app
+        .store
+        .room_kind(room_id)
+        .await?
+        .ok_or(ChatError::NotFound("room not found"))?;
     let already = ctx.app.store.is_member(room_id, &me).await?;
     if !already && kind != RoomKind::Public {
         return Err(ChatError::Forbidden("this room is not public"));
     }
     let added = !already && ctx.app.store.add_member(room_id, &me).await?;
-    let room = ctx.app.store.room(room_id, &me).await?.ok_or(ChatError::NotFound("room not found"))?;
+    let room = ctx
+        .app
+        .store
+        .room(room_id, &me)
+        .await?
+        .ok_or(ChatError::NotFound("room not found"))?;
     if !added {
         ctx.socket.join(room_id.socket_room());
         return Ok(json!({ "ok": true, "room": room }));
@@ -79,7 +99,11 @@ pub async fn join(ctx: Ctx, payload: Value) -> Outcome {
     let joined = json!({
         "roomId": room_id, "userId": me, "name": ctx.user().name, "memberCount": room.member_count,
     });
-    let sent = ctx.socket.to(room_id.socket_room()).emit("room:member-joined", &joined).await;
+    let sent = ctx
+        .socket
+        .to(room_id.socket_room())
+        .emit("room:member-joined", &joined)
+        .await;
     if let Err(e) = sent {
         tracing::warn!(room = %room_id, error = %e, "room:member-joined not delivered");
     }
@@ -96,16 +120,37 @@ pub async fn leave(ctx: Ctx, payload: Value) -> Outcome {
     if !ctx.app.store.remove_member(room_id, &me).await? {
         return Ok(json!({ "ok": true }));
     }
-    if let Err(e) = ctx.io.to(me.socket_room()).leave(room_id.socket_room()).await {
+    if let Err(e) = ctx
+        .io
+        .to(me.socket_room())
+        .leave(room_id.socket_room())
+        .await
+    {
         tracing::error!(room = %room_id, error = %e, "sockets did not leave the room");
     }
-    let member_count = ctx.app.store.room(room_id, &me).await?.map(|r| r.member_count).unwrap_or(0);
+    let member_count = ctx
+        .app
+        .store
+        .room(room_id, &me)
+        .await?
+        .map(|r| r.member_count)
+        .unwrap_or(0);
     let left = json!({ "roomId": room_id, "userId": me, "memberCount": member_count });
-    if let Err(e) = ctx.io.to(room_id.socket_room()).emit("room:member-left", &left).await {
+    if let Err(e) = ctx
+        .io
+        .to(room_id.socket_room())
+        .emit("room:member-left", &left)
+        .await
+    {
         tracing::warn!(room = %room_id, error = %e, "room:member-left not delivered");
     }
     let removed = json!({ "roomId": room_id });
-    if let Err(e) = ctx.socket.to(me.socket_room()).emit("room:removed", &removed).await {
+    if let Err(e) = ctx
+        .socket
+        .to(me.socket_room())
+        .emit("room:removed", &removed)
+        .await
+    {
         tracing::warn!(room = %room_id, error = %e, "room:removed not delivered");
     }
     super::typing::stop_in_room(&ctx.app, &ctx.io, room_id, &me).await;
@@ -123,11 +168,20 @@ pub async fn members(ctx: Ctx, payload: Value) -> Outcome {
     require_member(&ctx, room_id).await?;
     let records = ctx.app.store.members(room_id).await?;
     let ids: Vec<UserId> = records.iter().map(|m| m.user_id.clone()).collect();
-    let online = ctx.app.backplane.online(&ids).await.map_err(|e| ChatError::Unavailable(e.into()))?;
+    let online = ctx
+        .app
+        .backplane
+        .online(&ids)
+        .await
+        .map_err(|e| ChatError::Unavailable(e.into()))?;
     let members: Vec<Member> = records
         .into_iter()
         .zip(online)
-        .map(|(m, online)| Member { user_id: m.user_id, name: m.name, online })
+        .map(|(m, online)| Member {
+            user_id: m.user_id,
+            name: m.name,
+            online,
+        })
         .collect();
     Ok(json!({ "ok": true, "members": members }))
 }

@@ -19,7 +19,13 @@ fn limited(ctx: &Ctx, event: &str) -> Result<(), ChatError> {
     if ctx.session.typing_rate.allow() {
         return Ok(());
     }
-    ctx.app.metrics.rate_limited.get_or_create(&crate::metrics::EventNameLabel { event: event.to_owned() }).inc();
+    ctx.app
+        .metrics
+        .rate_limited
+        .get_or_create(&crate::metrics::EventNameLabel {
+            event: event.to_owned(),
+        })
+        .inc();
     Err(ChatError::RateLimited)
 }
 
@@ -28,7 +34,10 @@ pub async fn start(ctx: Ctx, payload: Value) -> Outcome {
     limited(&ctx, "typing:start")?;
     require_member(&ctx, room).await?;
     let user = ctx.user();
-    let typer = Typer { user_id: user.user_id.clone(), name: user.name.as_str().to_owned() };
+    let typer = Typer {
+        user_id: user.user_id.clone(),
+        name: user.name.as_str().to_owned(),
+    };
     let broadcast = ctx
         .app
         .backplane
@@ -69,8 +78,10 @@ pub async fn list(ctx: Ctx, payload: Value) -> Outcome {
         .typers(room, Instant::now())
         .await
         .map_err(|e| ChatError::Unavailable(e.into()))?;
-    let users: Vec<Value> =
-        typers.iter().map(|t| json!({ "userId": t.user_id, "name": t.name })).collect();
+    let users: Vec<Value> = typers
+        .iter()
+        .map(|t| json!({ "userId": t.user_id, "name": t.name }))
+        .collect();
     Ok(json!({ "ok": true, "users": users }))
 }
 
@@ -101,7 +112,11 @@ async fn announce_stop(io: &SocketIo, room: RoomId, user: &UserId) {
 }
 
 async fn emit_except_typer(io: &SocketIo, room: RoomId, user: &UserId, name: &str, event: &Value) {
-    let sent = io.to(room.socket_room()).except(user.socket_room()).emit(name, event).await;
+    let sent = io
+        .to(room.socket_room())
+        .except(user.socket_room())
+        .emit(name, event)
+        .await;
     if let Err(e) = sent {
         tracing::warn!(room = %room, error = %e, "typing event not delivered");
     }

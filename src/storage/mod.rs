@@ -137,10 +137,16 @@ pub trait Store: Send + Sync + 'static {
     /// with `duplicate: true` and stores nothing.
     async fn send_message(&self, message: NewMessage) -> Result<Sent, StorageError>;
 
-    async fn history(&self, room: RoomId, query: HistoryQuery) -> Result<HistoryPage, StorageError>;
+    async fn history(&self, room: RoomId, query: HistoryQuery)
+    -> Result<HistoryPage, StorageError>;
 
     /// Moves the read mark forward to `min(seq, last_seq)`; never backwards.
-    async fn mark_read(&self, room: RoomId, user: &UserId, seq: i64) -> Result<ReadMark, StorageError>;
+    async fn mark_read(
+        &self,
+        room: RoomId,
+        user: &UserId,
+        seq: i64,
+    ) -> Result<ReadMark, StorageError>;
 
     /// Closes the pool, waiting for in-flight queries.
     async fn close(&self);
@@ -149,7 +155,9 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the backend named by the URL (`postgres://` or `sqlite://`) and applies its migrations.
 pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StorageError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(url, max_connections).await?))
+        Ok(Arc::new(
+            PostgresStore::connect(url, max_connections).await?,
+        ))
     } else {
         Ok(Arc::new(SqliteStore::connect(url).await?))
     }
