@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backplane::SocketIo;
 use anyhow::Context;
 use axum::Router;
-use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenKeys;
-use crate::backplane::{Backplane, LocalBackplane};
+use crate::backplane::{Adapter, Backplane, BackplaneDriver, LocalBackplane};
 use crate::config::Settings;
 use crate::limits::ConnectionLimiter;
 use crate::metrics::Metrics;
@@ -50,12 +50,16 @@ impl Application {
             backplane,
             settings: Arc::new(settings),
         };
-        let (layer, io) = SocketIo::builder()
+        let driver = BackplaneDriver::InProcess;
+        let (layer, io) = socketioxide::SocketIo::builder()
             .max_payload(state.settings.limits.max_payload_bytes)
             .max_buffer_size(1024)
             .with_state(state.clone())
+            .with_adapter::<Adapter>(driver.into_adapter_state("confab"))
             .build_layer();
-        socket::register(&io);
+        socket::register(&io)
+            .await
+            .context("subscribing the Socket.IO adapter")?;
         let router = http::common_layers(http::router(state.clone()).layer(layer));
         let listener = TcpListener::bind(state.settings.listen)
             .await

@@ -169,6 +169,14 @@ impl Backplane for LocalBackplane {
             .collect())
     }
 
+    async fn maintain(&self) -> Result<Vec<super::Departure>, BackplaneError> {
+        Ok(Vec::new())
+    }
+
+    async fn leave_cluster(&self) -> Result<Vec<super::Departure>, BackplaneError> {
+        Ok(Vec::new())
+    }
+
     fn is_ready(&self) -> bool {
         true
     }

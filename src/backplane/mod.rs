@@ -4,14 +4,20 @@
 //! does not know (how many sockets a user has anywhere, typing timers) lives behind
 //! [`Backplane`]. A single node uses [`LocalBackplane`]; a cluster swaps in a Redis one.
 
+mod adapter;
+mod driver;
 mod local;
+mod redis;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::domain::{RoomId, UserId};
 
+pub use adapter::{Adapter, BackplaneDriver, SocketIo, SocketRef};
+pub use driver::ReconnectingDriver;
 pub use local::LocalBackplane;
+pub use redis::RedisBackplane;
 
 #[derive(Debug, thiserror::Error)]
 #[error("backplane unavailable: {0}")]
@@ -22,6 +28,14 @@ pub struct BackplaneError(pub String);
 pub struct Typer {
     pub user_id: UserId,
     pub name: String,
+}
+
+/// A user whose last socket vanished with a dead node: presence goes offline, typing stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Departure {
+    pub user_id: UserId,
+    /// Rooms the user was typing in when their node died.
+    pub typing_rooms: Vec<RoomId>,
 }
 
 /// A typing state that ran out without a `typing:stop`.
@@ -67,6 +81,14 @@ pub trait Backplane: Send + Sync + 'static {
     /// Removes and returns the typing states that expired by `now`.
     async fn take_expired_typing(&self, now: Instant)
     -> Result<Vec<ExpiredTyping>, BackplaneError>;
+
+    /// Periodic upkeep, run by every node about once a second: refresh this node's heartbeat and
+    /// reap the sockets of nodes whose heartbeat expired. Returns the users that reaping left
+    /// without any socket, for whom exactly one node (the caller) must announce the departure.
+    async fn maintain(&self) -> Result<Vec<Departure>, BackplaneError>;
+
+    /// Forgets this node's sockets on an orderly shutdown; returns users left without sockets.
+    async fn leave_cluster(&self) -> Result<Vec<Departure>, BackplaneError>;
 
     /// Whether cross-node delivery works right now (for `/readyz`).
     fn is_ready(&self) -> bool;

@@ -6,10 +6,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::backplane::SocketIo;
+use crate::backplane::{Adapter, SocketRef};
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, Event, State, TryData};
 use socketioxide::handler::FromMessageParts;
 use socketioxide::handler::Value as RawValue;
 use socketioxide::socket::Socket;
@@ -49,16 +49,16 @@ pub type Outcome = Result<Value, ChatError>;
 
 /// The reply channel of one event: the ack when the client asked for one.
 pub struct Reply {
-    ack: AckSender,
+    ack: AckSender<Adapter>,
     wants_ack: bool,
     socket: SocketRef,
 }
 
-impl FromMessageParts<LocalAdapter> for Reply {
+impl FromMessageParts<Adapter> for Reply {
     type Error = Infallible;
 
     fn from_message_parts(
-        socket: &Arc<Socket<LocalAdapter>>,
+        socket: &Arc<Socket<Adapter>>,
         value: &mut RawValue,
         ack_id: &Option<i64>,
     ) -> Result<Self, Infallible> {

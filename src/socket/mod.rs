@@ -13,10 +13,11 @@ mod typing;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::backplane::SocketIo;
+use crate::backplane::SocketRef;
 use axum::extract::ConnectInfo;
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
-use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::extract::{State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 
@@ -37,8 +38,10 @@ pub enum ConnectRefusal {
 }
 
 /// Registers the default namespace.
-pub fn register(io: &SocketIo) {
-    io.ns("/", on_connect.with(admit));
+pub async fn register(io: &SocketIo) -> anyhow::Result<()> {
+    io.ns("/", on_connect.with(admit))
+        .await
+        .map_err(|e| anyhow::anyhow!("adapter did not start: {e}"))
 }
 
 /// Runs before the client learns it is connected: capacity first (before the token is even

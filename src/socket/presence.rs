@@ -1,8 +1,8 @@
 //! Presence: a user is online while they have at least one socket anywhere.
 
+use crate::backplane::SocketIo;
+use crate::backplane::SocketRef;
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
-use socketioxide::extract::SocketRef;
 
 use super::handler::{Ctx, Outcome};
 use super::payload;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::backplane::SocketIo;
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
 use tokio::time::Instant;
 
 use super::handler::{Ctx, Outcome};
