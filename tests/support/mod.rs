@@ -50,7 +50,10 @@ impl TestApp {
         let (url, database) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
-                (format!("sqlite://{}/confab.db", dir.path().display()), Database::Sqlite(dir))
+                (
+                    format!("sqlite://{}/confab.db", dir.path().display()),
+                    Database::Sqlite(dir),
+                )
             }
             Backend::Postgres => {
                 let name = format!("confab_it_{}", uuid::Uuid::new_v4().simple());
@@ -62,21 +65,34 @@ impl TestApp {
                          or point CONFAB_TEST_POSTGRES_URL at one."
                     )
                 });
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
-                let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin);
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_owned())
+                    .unwrap_or(admin);
                 (format!("{base}/{name}"), Database::Postgres { name })
             }
         };
         let mut settings = Settings::for_tests(url);
         settings.node_id = "test-node".to_owned();
         adjust(&mut settings);
-        let app = Application::build(settings).await.expect("application builds");
+        let app = Application::build(settings)
+            .await
+            .expect("application builds");
         let base = format!("http://{}", app.local_addr());
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
-        Self { base, shutdown: Some(tx), task: Some(task), database }
+        Self {
+            base,
+            shutdown: Some(tx),
+            task: Some(task),
+            database,
+        }
     }
 
     pub async fn token(&self, user: &str) -> String {
@@ -86,7 +102,11 @@ impl TestApp {
             .send()
             .await
             .expect("dev token request");
-        assert!(response.status().is_success(), "dev token refused: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "dev token refused: {}",
+            response.status()
+        );
         let body: Value = response.json().await.expect("token json");
         body["token"].as_str().expect("token field").to_owned()
     }
@@ -107,12 +127,17 @@ impl TestApp {
     pub async fn stop(mut self) {
         if self.task.is_some() {
             let task = self.begin_shutdown();
-            tokio::time::timeout(Duration::from_secs(15), task).await.expect("node stops in time").ok();
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("node stops in time")
+                .ok();
         }
         if let Database::Postgres { name } = &self.database
             && let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await
         {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
         }
     }
 }
@@ -155,7 +180,11 @@ impl TestClient {
             .connect()
             .await
             .expect("socket connects");
-        let mut me = Self { client, session: Value::Null, events: Arc::new(Mutex::new(rx)) };
+        let mut me = Self {
+            client,
+            session: Value::Null,
+            events: Arc::new(Mutex::new(rx)),
+        };
         me.session = me.next("session").await;
         me
     }
@@ -178,7 +207,10 @@ impl TestClient {
             })
             .await
             .expect("emit");
-        tokio::time::timeout(WAIT, rx).await.expect("ack in time").expect("ack delivered")
+        tokio::time::timeout(WAIT, rx)
+            .await
+            .expect("ack in time")
+            .expect("ack delivered")
     }
 
     /// The ack of `event`, which must be a success.
