@@ -1,0 +1,531 @@
+//! One set of behaviour checks for `Store`, run against both backends: SQLite in a temporary
+//! directory and Postgres in a fresh database per test (`CONFAB_TEST_POSTGRES_URL`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use confab::domain::{ClientId, DisplayName, MessageText, RoomId, RoomKind, RoomName, UserId};
+use confab::model::{Message, Room};
+use confab::storage::{
+    HistoryQuery, NewMessage, NewRoom, PostgresStore, Sent, SqliteStore, StorageError, Store,
+};
+use sqlx::Connection;
+use uuid::Uuid;
+
+fn uid(id: &str) -> UserId {
+    UserId::parse(id).expect("valid user id")
+}
+
+/// The store under test, with helpers that panic on errors the check does not expect.
+#[derive(Clone)]
+struct T(Arc<dyn Store>);
+
+impl T {
+    async fn room(&self, kind: RoomKind, creator: &str, members: &[&str]) -> RoomId {
+        let name = RoomName::parse("room").expect("valid name");
+        let members = members.iter().map(|m| uid(m)).collect();
+        let room = NewRoom {
+            name,
+            kind,
+            creator: uid(creator),
+            members,
+        };
+        self.0.create_room(room).await.expect("create_room").id
+    }
+
+    async fn send_with(
+        &self,
+        room: RoomId,
+        user: &str,
+        client_id: Option<&str>,
+        reply_to: Option<Uuid>,
+    ) -> Result<Sent, StorageError> {
+        let client_id = client_id.map(|c| ClientId::parse(c).expect("valid client id"));
+        let name = DisplayName::parse(user).expect("valid name");
+        let text = MessageText::parse("hello", 1000).expect("valid text");
+        let msg = NewMessage {
+            room,
+            user: uid(user),
+            name,
+            text,
+            client_id,
+            reply_to,
+        };
+        self.0.send_message(msg).await
+    }
+
+    async fn send(&self, room: RoomId, user: &str) -> Message {
+        let sent = self.send_with(room, user, None, None).await;
+        sent.expect("send_message").message
+    }
+
+    async fn view(&self, room: RoomId, viewer: &str) -> Room {
+        let room = self.0.room(room, &uid(viewer)).await.expect("room");
+        room.expect("room exists")
+    }
+
+    async fn page(
+        &self,
+        room: RoomId,
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> (Vec<i64>, bool) {
+        let query = HistoryQuery {
+            before_seq: before,
+            after_seq: after,
+            limit,
+        };
+        let page = self.0.history(room, query).await.expect("history");
+        (page.messages.iter().map(|m| m.seq).collect(), page.has_more)
+    }
+
+    async fn mark(&self, room: RoomId, user: &str, seq: i64) -> (i64, bool) {
+        let mark = self
+            .0
+            .mark_read(room, &uid(user), seq)
+            .await
+            .expect("mark_read");
+        (mark.seq, mark.moved)
+    }
+
+    async fn listed(&self, user: &str) -> Vec<RoomId> {
+        let rooms = self.0.rooms_of(&uid(user)).await.expect("rooms_of");
+        rooms.iter().map(|r| r.id).collect()
+    }
+
+    async fn names(&self, room: RoomId) -> Vec<(String, String)> {
+        let members = self.0.members(room).await.expect("members");
+        members
+            .into_iter()
+            .map(|m| (m.user_id.to_string(), m.name))
+            .collect()
+    }
+}
+
+/// Starts `n` tasks at once and returns their results in order.
+async fn concurrently<R: Send + 'static, F: Future<Output = R> + Send + 'static>(
+    n: usize,
+    task: impl Fn(usize) -> F,
+) -> Vec<R> {
+    let handles: Vec<_> = (0..n).map(|i| tokio::spawn(task(i))).collect();
+    let results = futures::future::join_all(handles).await;
+    results
+        .into_iter()
+        .map(|r| r.expect("task panicked"))
+        .collect()
+}
+
+/// The error variant's name, or "Ok".
+fn error_of<R>(result: Result<R, StorageError>) -> String {
+    result.map_or_else(|e| format!("{e:?}"), |_| "Ok".to_owned())
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+async fn gapless_seqs_under_concurrency(t: T) {
+    let users: Vec<String> = (0..50).map(|i| format!("u{i:02}")).collect();
+    let others: Vec<&str> = users[1..].iter().map(String::as_str).collect();
+    let room = t.room(RoomKind::Public, &users[0], &others).await;
+    let sent = concurrently(50, |i| {
+        let (t, user) = (t.clone(), users[i].clone());
+        async move { t.send(room, &user).await }
+    })
+    .await;
+    let mut seqs: Vec<i64> = sent.iter().map(|m| m.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    assert_eq!(t.page(room, None, Some(0), 200).await, (seqs, false));
+    let page = t.0.history(
+        room,
+        HistoryQuery {
+            before_seq: None,
+            after_seq: None,
+            limit: 50,
+        },
+    );
+    let page = page.await.expect("history").messages;
+    assert!(page.windows(2).all(|w| w[0].created_at <= w[1].created_at));
+    // Sending moves the sender's read mark to the new seq.
+    for message in &sent {
+        let seen = t.view(room, &message.user_id).await;
+        assert_eq!((seen.last_seq, seen.unread), (50, 50 - message.seq));
+    }
+}
+
+async fn client_id_idempotency(t: T) {
+    let room = t.room(RoomKind::Private, "a", &["b"]).await;
+    let first = t
+        .send_with(room, "a", Some("c1"), None)
+        .await
+        .expect("send");
+    let again = t
+        .send_with(room, "a", Some("c1"), None)
+        .await
+        .expect("send");
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!(again.message, first.message);
+    let other_user = t
+        .send_with(room, "b", Some("c1"), None)
+        .await
+        .expect("send");
+    assert!(!other_user.duplicate);
+    assert_eq!(other_user.message.seq, 2);
+    let racing = concurrently(10, |_| {
+        let t = t.clone();
+        async move {
+            t.send_with(room, "a", Some("c2"), None)
+                .await
+                .expect("send")
+        }
+    })
+    .await;
+    assert_eq!(racing.iter().filter(|s| !s.duplicate).count(), 1);
+    assert!(racing.iter().all(|s| s.message.id == racing[0].message.id));
+    assert_eq!(racing[0].message.seq, 3);
+    // Duplicates spend no seq; without a clientId nothing is deduplicated.
+    t.send(room, "a").await;
+    assert_eq!(t.send(room, "a").await.seq, 5);
+    assert_eq!(t.view(room, "a").await.last_seq, 5);
+    let elsewhere = t.room(RoomKind::Private, "a", &[]).await;
+    let there = t
+        .send_with(elsewhere, "a", Some("c1"), None)
+        .await
+        .expect("send");
+    assert!(!there.duplicate && there.message.id != first.message.id);
+}
+
+async fn direct_room_is_one_per_pair(t: T) {
+    let results = concurrently(40, |i| {
+        let t = t.clone();
+        let (me, other) = [("ann", "bob"), ("bob", "ann")][i % 2];
+        async move {
+            t.0.direct_room(&uid(me), &uid(other))
+                .await
+                .expect("direct_room")
+        }
+    })
+    .await;
+    assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+    let id = results[0].0.id;
+    assert!(results.iter().all(|(room, _)| room.id == id));
+    let (room, created) =
+        t.0.direct_room(&uid("bob"), &uid("ann"))
+            .await
+            .expect("direct");
+    assert!(!created);
+    assert_eq!(
+        (room.id, room.kind, room.member_count),
+        (id, RoomKind::Direct, 2)
+    );
+    assert_eq!(t.names(id).await, pairs(&[("ann", "ann"), ("bob", "bob")]));
+    let (other, created) =
+        t.0.direct_room(&uid("ann"), &uid("cy"))
+            .await
+            .expect("direct");
+    assert!(created && other.id != id);
+}
+
+async fn replies_and_unknown_rooms(t: T) {
+    let (one, two) = (
+        t.room(RoomKind::Public, "a", &[]).await,
+        t.room(RoomKind::Public, "a", &[]).await,
+    );
+    let original = t.send(one, "a").await;
+    assert_eq!(
+        error_of(t.send_with(two, "a", None, Some(original.id)).await),
+        "InvalidReply"
+    );
+    assert_eq!(
+        error_of(
+            t.send_with(two, "a", Some("r1"), Some(Uuid::new_v4()))
+                .await
+        ),
+        "InvalidReply"
+    );
+    assert_eq!(
+        t.view(two, "a").await.last_seq,
+        0,
+        "a refused send spends no seq"
+    );
+    let reply = t
+        .send_with(one, "a", None, Some(original.id))
+        .await
+        .expect("reply");
+    assert_eq!(
+        (reply.message.seq, reply.message.reply_to),
+        (2, Some(original.id))
+    );
+    let nowhere = RoomId::new();
+    assert_eq!(
+        error_of(t.send_with(nowhere, "a", None, None).await),
+        "RoomNotFound"
+    );
+    assert_eq!(
+        error_of(t.0.add_member(nowhere, &uid("a")).await),
+        "RoomNotFound"
+    );
+    assert_eq!(
+        error_of(t.0.mark_read(nowhere, &uid("a"), 1).await),
+        "RoomNotFound"
+    );
+    assert!(t.0.room(nowhere, &uid("a")).await.expect("room").is_none());
+    assert_eq!(t.0.room_kind(nowhere).await.expect("kind"), None);
+    assert_eq!(
+        t.0.room_kind(one).await.expect("kind"),
+        Some(RoomKind::Public)
+    );
+    assert_eq!(t.page(nowhere, None, None, 5).await, (vec![], false));
+}
+
+async fn history_paging(t: T) {
+    let room = t.room(RoomKind::Public, "a", &[]).await;
+    for _ in 1..=10 {
+        t.send(room, "a").await;
+    }
+    let all: Vec<i64> = (1..=10).collect();
+    // No cursor or beforeSeq only: the newest, hasMore when older ones exist.
+    assert_eq!(t.page(room, None, None, 3).await, (vec![8, 9, 10], true));
+    assert_eq!(t.page(room, None, None, 10).await, (all.clone(), false));
+    assert_eq!(t.page(room, None, None, 50).await, (all.clone(), false));
+    assert_eq!(t.page(room, Some(8), None, 3).await, (vec![5, 6, 7], true));
+    assert_eq!(t.page(room, Some(4), None, 3).await, (vec![1, 2, 3], false));
+    assert_eq!(t.page(room, Some(1), None, 3).await, (vec![], false));
+    assert_eq!(t.page(room, Some(100), None, 2).await, (vec![9, 10], true));
+    // afterSeq only: the oldest, hasMore when newer ones exist.
+    assert_eq!(
+        t.page(room, None, Some(7), 3).await,
+        (vec![8, 9, 10], false)
+    );
+    assert_eq!(t.page(room, None, Some(2), 3).await, (vec![3, 4, 5], true));
+    assert_eq!(t.page(room, None, Some(10), 3).await, (vec![], false));
+    assert_eq!(t.page(room, None, Some(0), 10).await, (all, false));
+    // Both: the oldest strictly between, hasMore when more lie in that range.
+    assert_eq!(
+        t.page(room, Some(9), Some(2), 3).await,
+        (vec![3, 4, 5], true)
+    );
+    assert_eq!(
+        t.page(room, Some(9), Some(2), 6).await,
+        (vec![3, 4, 5, 6, 7, 8], false)
+    );
+    assert_eq!(t.page(room, Some(6), Some(5), 3).await, (vec![], false));
+    assert_eq!(t.page(room, Some(11), Some(0), 1).await, (vec![1], true));
+}
+
+async fn read_marks(t: T) {
+    let room = t.room(RoomKind::Public, "a", &["b"]).await;
+    for _ in 0..5 {
+        t.send(room, "a").await;
+    }
+    assert_eq!(t.view(room, "b").await.unread, 5);
+    assert_eq!(t.mark(room, "b", 3).await, (3, true));
+    assert_eq!(t.view(room, "b").await.unread, 2);
+    assert_eq!(t.mark(room, "b", 2).await, (3, false), "never backwards");
+    assert_eq!(t.mark(room, "b", 3).await, (3, false));
+    assert_eq!(
+        t.mark(room, "b", 100).await,
+        (5, true),
+        "clamped to last_seq"
+    );
+    assert_eq!(t.mark(room, "b", 100).await, (5, false));
+    assert_eq!(t.view(room, "b").await.unread, 0);
+    // A new member starts at the room's last_seq: older history is not unread.
+    assert!(t.0.add_member(room, &uid("c")).await.expect("add"));
+    assert_eq!(t.mark(room, "c", 4).await, (5, false));
+    t.send(room, "a").await;
+    assert_eq!(t.view(room, "c").await.unread, 1);
+}
+
+async fn rooms_of_ordering(t: T) {
+    let pause = || tokio::time::sleep(Duration::from_millis(5));
+    let old = t.room(RoomKind::Public, "v", &[]).await;
+    t.send(old, "v").await;
+    pause().await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(t.room(RoomKind::Private, "u", &[]).await);
+        pause().await;
+    }
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    assert_eq!(
+        t.listed("u").await,
+        [c, b, a],
+        "no messages: newest membership first"
+    );
+    t.send(a, "u").await;
+    pause().await;
+    assert_eq!(t.listed("u").await, [a, c, b]);
+    let newest = t.send(b, "u").await;
+    pause().await;
+    // Joined last, but its newest message is older than everything else.
+    assert!(t.0.add_member(old, &uid("u")).await.expect("add"));
+    assert_eq!(t.listed("u").await, [b, a, c, old]);
+    let rooms = t.0.rooms_of(&uid("u")).await.expect("rooms_of");
+    assert_eq!(rooms[0].last_message.as_ref(), Some(&newest));
+    assert!(rooms[2].last_message.is_none());
+    assert_eq!(
+        (rooms[3].member_count, rooms[3].last_seq, rooms[3].unread),
+        (2, 1, 0)
+    );
+    let mut all = t.0.room_ids_of(&uid("u")).await.expect("room_ids_of");
+    all.sort();
+    let mut expected = vec![a, b, c, old];
+    expected.sort();
+    assert_eq!(all, expected);
+}
+
+async fn membership_and_unread(t: T) {
+    t.0.ping().await.expect("ping");
+    let alice = DisplayName::parse("Alice").expect("name");
+    t.0.upsert_user(&uid("a"), &alice).await.expect("upsert");
+    let room = t.room(RoomKind::Private, "a", &["c", "b"]).await;
+    let seen = t.view(room, "a").await;
+    assert_eq!((seen.member_count, seen.last_seq, seen.unread), (3, 0, 0));
+    assert_eq!(
+        (seen.kind, seen.name.as_str(), seen.last_message),
+        (RoomKind::Private, "room", None)
+    );
+    let bob = DisplayName::parse("Bob").expect("name");
+    t.0.upsert_user(&uid("b"), &bob).await.expect("upsert");
+    assert_eq!(
+        t.names(room).await,
+        pairs(&[("a", "Alice"), ("b", "Bob"), ("c", "c")])
+    );
+    for _ in 0..3 {
+        t.send(room, "a").await;
+    }
+    assert_eq!(t.view(room, "b").await.unread, 3);
+    assert_eq!(t.view(room, "a").await.unread, 0);
+    assert_eq!(
+        t.view(room, "stranger").await.unread,
+        0,
+        "non-members have none"
+    );
+    let of_c = t.0.rooms_of(&uid("c")).await.expect("rooms_of");
+    assert_eq!((of_c.len(), of_c[0].unread, of_c[0].last_seq), (1, 3, 3));
+    let d = uid("d");
+    assert!(!t.0.is_member(room, &d).await.expect("is_member"));
+    assert!(t.0.add_member(room, &d).await.expect("add"));
+    assert!(!t.0.add_member(room, &d).await.expect("add again"));
+    assert!(t.0.is_member(room, &d).await.expect("is_member"));
+    let seen = t.view(room, "d").await;
+    assert_eq!((seen.member_count, seen.unread), (4, 0));
+    assert!(t.0.remove_member(room, &d).await.expect("remove"));
+    assert!(!t.0.remove_member(room, &d).await.expect("remove again"));
+    assert_eq!(t.view(room, "a").await.member_count, 3);
+    assert!(t.listed("d").await.is_empty());
+}
+
+async fn with_sqlite<F: Future<Output = ()>>(check: impl FnOnce(T) -> F) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A missing parent directory is created, as for the default `sqlite://confab-data/…`.
+    let url = format!("sqlite://{}/nested/confab.db", dir.path().display());
+    let store = Arc::new(SqliteStore::connect(&url).await.expect("open sqlite"));
+    check(T(store.clone())).await;
+    store.close().await;
+}
+
+/// Drops the test database when the test ends, also when it panicked (best effort).
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let url = self.admin_url.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Its own runtime: the test's runtime may be the one unwinding.
+        let drop_db = move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
+                sqlx::raw_sql(&sql).execute(&mut conn).await.ok()
+            })
+        };
+        let _ = std::thread::spawn(drop_db).join();
+    }
+}
+
+/// The admin URL with its database replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let root = base[authority..]
+        .find('/')
+        .map_or(base, |i| &base[..authority + i]);
+    format!(
+        "{root}/{db}{}",
+        query.map(|q| format!("?{q}")).unwrap_or_default()
+    )
+}
+
+async fn with_postgres<F: Future<Output = ()>>(check: impl FnOnce(T) -> F) {
+    let admin_url = std::env::var("CONFAB_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
+        Ok(conn) => conn,
+        Err(e) => panic!(
+            "cannot reach Postgres at {admin_url}: {e}\n\
+             The storage tests need a Postgres server whose user may CREATE DATABASE. Start one \
+             (e.g. `pg_ctlcluster 15 main start`, or `docker run -d -p 5432:5432 \
+             -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16`) or set CONFAB_TEST_POSTGRES_URL."
+        ),
+    };
+    let name = format!("confab_test_{}", Uuid::new_v4().simple());
+    let create = format!("CREATE DATABASE {name}");
+    sqlx::raw_sql(&create)
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let _ = admin.close().await;
+    let _drop = TestDatabase {
+        admin_url: admin_url.clone(),
+        name: name.clone(),
+    };
+    // Small pools: all tests run at once against the same server.
+    let url = with_database(&admin_url, &name);
+    let store = Arc::new(
+        PostgresStore::connect(&url, 5)
+            .await
+            .expect("open postgres"),
+    );
+    check(T(store.clone())).await;
+    store.close().await;
+}
+
+macro_rules! on_both_backends {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() { super::with_sqlite(super::$check).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() { super::with_postgres(super::$check).await })*
+        }
+    };
+}
+
+on_both_backends!(
+    gapless_seqs_under_concurrency,
+    client_id_idempotency,
+    direct_room_is_one_per_pair,
+    replies_and_unknown_rooms,
+    history_paging,
+    read_marks,
+    rooms_of_ordering,
+    membership_and_unread,
+);
