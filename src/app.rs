@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenKeys;
-use crate::backplane::{Adapter, Backplane, BackplaneDriver, LocalBackplane};
+use crate::backplane::{
+    Adapter, Backplane, BackplaneDriver, LocalBackplane, ReconnectingDriver, RedisBackplane,
+};
 use crate::config::Settings;
 use crate::limits::ConnectionLimiter;
 use crate::metrics::Metrics;
@@ -33,11 +35,8 @@ impl Application {
         let store = storage::connect(&settings.database_url, settings.database_max_connections)
             .await
             .context("opening storage")?;
+        let (backplane, driver) = connect_backplane(&settings).await?;
         let limits = &settings.limits;
-        let backplane: Arc<dyn Backplane> = Arc::new(LocalBackplane::new(
-            limits.typing_ttl,
-            limits.typing_rebroadcast,
-        ));
         let state = AppState {
             tokens: Arc::new(TokenKeys::new(&settings.jwt_secret)),
             metrics: Arc::new(Metrics::new(&settings.node_id)),
@@ -48,14 +47,15 @@ impl Application {
             lifecycle: Lifecycle::default(),
             store,
             backplane,
+            driver: driver.clone(),
             settings: Arc::new(settings),
         };
-        let driver = BackplaneDriver::InProcess;
+        let prefix = settings_prefix(&state.settings);
         let (layer, io) = socketioxide::SocketIo::builder()
             .max_payload(state.settings.limits.max_payload_bytes)
             .max_buffer_size(1024)
             .with_state(state.clone())
-            .with_adapter::<Adapter>(driver.into_adapter_state("confab"))
+            .with_adapter::<Adapter>(driver.into_adapter_state(&prefix))
             .build_layer();
         socket::register(&io)
             .await
@@ -126,6 +126,10 @@ impl Application {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             state.lifecycle.wait_idle().await;
+            match state.backplane.leave_cluster().await {
+                Ok(departures) => socket::announce_departures(&state, &io, departures).await,
+                Err(e) => tracing::warn!(error = %e, "could not leave the cluster cleanly"),
+            }
             stop_serving.cancel();
             let _ = (&mut server).await;
         })
@@ -139,4 +143,38 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Chooses the backplane in one place: in-process for a single node, Redis for a cluster.
+async fn connect_backplane(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn Backplane>, BackplaneDriver)> {
+    let limits = &settings.limits;
+    let Some(redis) = &settings.redis else {
+        let local = LocalBackplane::new(limits.typing_ttl, limits.typing_rebroadcast);
+        return Ok((Arc::new(local), BackplaneDriver::InProcess));
+    };
+    let backplane = RedisBackplane::connect(
+        redis.url.expose(),
+        settings.node_id.clone(),
+        format!("{}:", redis.prefix),
+        settings.node_timeout,
+        limits.typing_ttl,
+        limits.typing_rebroadcast,
+    )
+    .await
+    .context("connecting the Redis backplane")?;
+    // The driver's errors could quote the URL, which may hold a password.
+    let driver = ReconnectingDriver::connect(redis.url.expose())
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting the Redis pub/sub driver failed"))?;
+    Ok((Arc::new(backplane), BackplaneDriver::Redis(driver)))
+}
+
+fn settings_prefix(settings: &Settings) -> String {
+    settings
+        .redis
+        .as_ref()
+        .map(|r| r.prefix.clone())
+        .unwrap_or_else(|| "confab".to_owned())
 }

@@ -70,6 +70,10 @@ pub struct Config {
     #[arg(long, env = "CONFAB_REDIS_URL")]
     pub redis_url: Option<Secret>,
 
+    /// Prefix of every Redis key and channel, so clusters can share a Redis.
+    #[arg(long, env = "CONFAB_REDIS_PREFIX", default_value = "confab")]
+    pub redis_prefix: String,
+
     /// This node's name in the cluster; a random one when unset.
     #[arg(long, env = "CONFAB_NODE_ID")]
     pub node_id: Option<String>,
@@ -138,6 +142,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub database_url: String,
     pub database_max_connections: u32,
+    /// The cluster backplane, when there is one.
+    pub redis: Option<RedisSettings>,
     pub node_id: String,
     pub jwt_secret: Secret,
     /// True when the secret was generated at start (tokens die with the process).
@@ -145,7 +151,16 @@ pub struct Settings {
     pub dev_tokens: bool,
     pub limits: Limits,
     pub shutdown_timeout: Duration,
+    /// Silence after which a node counts as dead and its sockets are reaped.
+    pub node_timeout: Duration,
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: Secret,
+    /// Prefix of keys and pub/sub channels.
+    pub prefix: String,
 }
 
 /// Per-node and per-socket limits.
@@ -168,10 +183,16 @@ pub struct Limits {
 impl Config {
     pub fn validate(self) -> Result<Settings, ConfigError> {
         let err = |m: &str| Err(ConfigError(m.to_owned()));
-        if self.redis_url.is_some() {
-            return err(
-                "CONFAB_REDIS_URL is set, but this build has no Redis backplane yet; unset it to run a single node",
-            );
+        if let Some(url) = &self.redis_url
+            && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+        {
+            return err("CONFAB_REDIS_URL must start with redis:// or rediss://");
+        }
+        if self.node_timeout < 2 {
+            return err("CONFAB_NODE_TIMEOUT must be at least 2 seconds");
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.len() > 64 {
+            return err("CONFAB_REDIS_PREFIX must be 1-64 characters");
         }
         if !(self.database_url.starts_with("postgres://")
             || self.database_url.starts_with("postgresql://")
@@ -212,6 +233,10 @@ impl Config {
             listen: self.listen,
             database_url: self.database_url,
             database_max_connections: self.database_max_connections,
+            redis: self.redis_url.map(|url| RedisSettings {
+                url,
+                prefix: self.redis_prefix,
+            }),
             node_id,
             dev_tokens: self.dev_tokens.unwrap_or(generated),
             jwt_secret,
@@ -229,6 +254,7 @@ impl Config {
                 typing_rebroadcast: Duration::from_secs(2),
             },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            node_timeout: Duration::from_secs(self.node_timeout),
             log_format: self.log_format,
         })
     }
@@ -294,6 +320,8 @@ mod tests {
         assert!(parse(&["--max-connections", "0"]).is_err());
         assert!(parse(&["--database-url", "mysql://x"]).is_err());
         assert!(parse(&["--send-rate-per-sec", "0"]).is_err());
+        assert!(parse(&["--redis-url", "http://x"]).is_err());
+        assert!(parse(&["--node-timeout", "1"]).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::auth::TokenKeys;
-use crate::backplane::Backplane;
+use crate::backplane::{Backplane, BackplaneDriver};
 use crate::config::Settings;
 use crate::limits::ConnectionLimiter;
 use crate::metrics::Metrics;
@@ -21,6 +21,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Presence and typing state (in-process or cluster-wide).
     pub backplane: Arc<dyn Backplane>,
+    /// Where the Socket.IO adapter publishes emits for other nodes.
+    pub driver: BackplaneDriver,
     /// Verifies client tokens and issues dev tokens.
     pub tokens: Arc<TokenKeys>,
     /// This node's metrics registry.

@@ -5,6 +5,8 @@
 //! reconnecting Redis driver.
 
 use socketioxide::adapter::Emitter;
+
+use super::ReconnectingDriver;
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 
@@ -24,6 +26,8 @@ pub struct DriverError(String);
 pub enum BackplaneDriver {
     /// A single node: there is no other node to tell.
     InProcess,
+    /// A cluster: Redis pub/sub on a connection that reconnects and resubscribes.
+    Redis(ReconnectingDriver),
 }
 
 impl BackplaneDriver {
@@ -32,36 +36,52 @@ impl BackplaneDriver {
         let config = RedisAdapterConfig::new().with_prefix(prefix.to_owned());
         RedisAdapterCtr::new_with_driver(self, config)
     }
+
+    /// Whether emits reach the other nodes right now.
+    pub fn is_healthy(&self) -> bool {
+        match self {
+            BackplaneDriver::InProcess => true,
+            BackplaneDriver::Redis(driver) => driver.is_healthy(),
+        }
+    }
+}
+
+fn never(e: std::convert::Infallible) -> DriverError {
+    match e {}
 }
 
 impl Driver for BackplaneDriver {
     type Error = DriverError;
 
-    async fn publish(&self, _chan: String, _val: Vec<u8>) -> Result<(), DriverError> {
+    async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), DriverError> {
         match self {
             BackplaneDriver::InProcess => Ok(()),
+            BackplaneDriver::Redis(driver) => driver.publish(chan, val).await.map_err(never),
         }
     }
 
     async fn subscribe(
         &self,
-        _chan: String,
-        _size: usize,
+        chan: String,
+        size: usize,
     ) -> Result<MessageStream<ChanItem>, DriverError> {
         match self {
             BackplaneDriver::InProcess => Ok(MessageStream::new_empty()),
+            BackplaneDriver::Redis(driver) => driver.subscribe(chan, size).await.map_err(never),
         }
     }
 
-    async fn unsubscribe(&self, _chan: String) -> Result<(), DriverError> {
+    async fn unsubscribe(&self, chan: String) -> Result<(), DriverError> {
         match self {
             BackplaneDriver::InProcess => Ok(()),
+            BackplaneDriver::Redis(driver) => driver.unsubscribe(chan).await.map_err(never),
         }
     }
 
-    async fn num_serv(&self, _chan: &str) -> Result<u16, DriverError> {
+    async fn num_serv(&self, chan: &str) -> Result<u16, DriverError> {
         match self {
             BackplaneDriver::InProcess => Ok(1),
+            BackplaneDriver::Redis(driver) => driver.num_serv(chan).await.map_err(never),
         }
     }
 }

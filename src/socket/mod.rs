@@ -24,6 +24,7 @@ use socketioxide::socket::DisconnectReason;
 use crate::limits::Rate;
 use crate::state::AppState;
 pub use handler::Session;
+pub use presence::{announce_departures, keep_cluster_presence};
 pub use typing::expire_typing;
 
 /// Why a connection was refused; the text is the client's `connect_error` message.

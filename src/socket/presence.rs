@@ -69,6 +69,71 @@ pub async fn socket_disconnected(
     announce(app, io, &user.user_id, "offline").await;
 }
 
+/// Background task of every node: keeps this node's heartbeat fresh, announces the departure of
+/// users whose node died, and re-registers local sockets after a backplane outage.
+pub async fn keep_cluster_presence(
+    app: AppState,
+    io: SocketIo,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let was_ready = app.backplane.is_ready();
+        match app.backplane.maintain().await {
+            Ok(departures) => {
+                announce_departures(&app, &io, departures).await;
+                if !was_ready {
+                    resync_local_sockets(&app, &io).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "backplane upkeep failed"),
+        }
+    }
+}
+
+/// Announces users left without sockets by a dead node (or this node leaving).
+pub async fn announce_departures(
+    app: &AppState,
+    io: &SocketIo,
+    departures: Vec<crate::backplane::Departure>,
+) {
+    for departure in departures {
+        tracing::info!(user = %departure.user_id, "user reaped from a departed node");
+        for room in departure.typing_rooms {
+            let event = json!({ "roomId": room, "userId": departure.user_id });
+            let sent = io
+                .to(room.socket_room())
+                .except(departure.user_id.socket_room())
+                .emit("typing:stop", &event)
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(room = %room, error = %e, "typing:stop not delivered");
+            }
+        }
+        announce(app, io, &departure.user_id, "offline").await;
+    }
+}
+
+/// After the backplane comes back, the sockets that connected while it was away are unknown to
+/// the rest of the cluster: register every local socket again.
+async fn resync_local_sockets(app: &AppState, io: &SocketIo) {
+    let sockets = io.local().sockets();
+    tracing::info!(
+        sockets = sockets.len(),
+        "backplane back; re-registering local sockets"
+    );
+    for socket in sockets {
+        if let Some(session) = socket.extensions.get::<std::sync::Arc<super::Session>>() {
+            socket_connected(app, io, &socket, &session.identity).await;
+        }
+    }
+}
+
 /// Sends `presence:update` to every room of the user and to the user's own sockets.
 async fn announce(app: &AppState, io: &SocketIo, user: &UserId, status: &str) {
     let rooms = match app.store.room_ids_of(user).await {

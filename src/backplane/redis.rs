@@ -1,0 +1,410 @@
+//! The cluster backplane: presence and typing shared by every node through one Redis.
+//!
+//! Every multi-key change runs as a Lua script so that two nodes racing (two disconnects of one
+//! user, two reapers of one dead node, two expiry sweeps) still yield exactly one winner. The
+//! scripts build some key names themselves (a dead node's users, a user's typing rooms), so this
+//! needs a standalone Redis (or a primary with replicas), not Redis Cluster.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, RedisResult, Script};
+use tokio::time::Instant;
+
+use super::{Backplane, BackplaneError, Departure, ExpiredTyping, Typer};
+use crate::domain::{RoomId, UserId};
+
+/// How many sockets one reaping script handles, so a huge dead node never blocks Redis for long.
+const REAP_BATCH: usize = 500;
+/// How many expired typing states one sweep claims.
+const EXPIRY_BATCH: usize = 500;
+
+/// Every operation on the shared state, one function each; ARGV is prefix, operation, then the
+/// operation's arguments. One script means one SHA to load and one place for the invariants.
+const OPS_LUA: &str = r#"
+local p = ARGV[1]
+local ops = {}
+
+local function drop_typing(room, user)
+  redis.call('ZREM', p .. 'typing:' .. room, user)
+  redis.call('HDEL', p .. 'typing:' .. room .. ':names', user)
+  redis.call('SREM', p .. 'typing-user:' .. user, room)
+  redis.call('ZREM', p .. 'typing-expiry', room .. '\n' .. user)
+  redis.call('DEL', p .. 'typing-bcast:' .. room .. ':' .. user)
+end
+
+function ops.stop_all(user)
+  local rooms = redis.call('SMEMBERS', p .. 'typing-user:' .. user)
+  for _, room in ipairs(rooms) do drop_typing(room, user) end
+  return rooms
+end
+
+-- Returns 1 when the node had to rejoin `nodes`.
+function ops.heartbeat(node, ttl_ms)
+  redis.call('SET', p .. 'node:' .. node .. ':alive', '1', 'PX', ttl_ms)
+  return redis.call('SADD', p .. 'nodes', node)
+end
+
+function ops.leave(node)
+  redis.call('DEL', p .. 'node:' .. node .. ':alive')
+  return redis.call('SREM', p .. 'nodes', node)
+end
+
+-- The other nodes without heartbeat that this caller claimed: the claim lets one node reap,
+-- and lapses should that node die midway.
+function ops.claim_dead(me)
+  local out = {}
+  for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
+    if node ~= me and redis.call('EXISTS', p .. 'node:' .. node .. ':alive') == 0
+       and redis.call('SET', p .. 'node:' .. node .. ':reaping', '1', 'NX', 'EX', 30) then
+      table.insert(out, node)
+    end
+  end
+  return out
+end
+
+function ops.connect(user, sock, node)
+  local ukey = p .. 'user:' .. user
+  local first = redis.call('HLEN', ukey) == 0
+  redis.call('HSET', ukey, sock, node)
+  redis.call('SADD', p .. 'node:' .. node .. ':sockets', user .. '\n' .. sock)
+  return first and 1 or 0
+end
+
+function ops.disconnect(user, sock, node)
+  local ukey = p .. 'user:' .. user
+  local removed = redis.call('HDEL', ukey, sock) == 1
+  redis.call('SREM', p .. 'node:' .. node .. ':sockets', user .. '\n' .. sock)
+  return (removed and redis.call('HLEN', ukey) == 0) and 1 or 0
+end
+
+-- Returns {done, {{user, typing rooms...}...}}. Popping makes a racing second reaper see each
+-- socket at most once, and a field only goes while it still names the dead node. A claimed
+-- (foreign) node whose heartbeat came back, restarted with the same id after dropping its own
+-- stale entries, is left alone.
+function ops.reap(node, batch, claimed)
+  local nkey = p .. 'node:' .. node
+  local out = {}
+  local done = claimed == '1' and redis.call('EXISTS', nkey .. ':alive') == 1
+  if not done then
+    for _, m in ipairs(redis.call('SPOP', nkey .. ':sockets', tonumber(batch))) do
+      local nl = string.find(m, '\n', 1, true)
+      if nl then
+        local user, sock = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
+        local ukey = p .. 'user:' .. user
+        if redis.call('HGET', ukey, sock) == node then
+          redis.call('HDEL', ukey, sock)
+          if redis.call('HLEN', ukey) == 0 then
+            local entry = {user}
+            for _, room in ipairs(ops.stop_all(user)) do table.insert(entry, room) end
+            table.insert(out, entry)
+          end
+        end
+      end
+    end
+    done = redis.call('SCARD', nkey .. ':sockets') == 0
+    if done then redis.call('SREM', p .. 'nodes', node) end
+  end
+  if done and claimed == '1' then redis.call('DEL', nkey .. ':reaping') end
+  return {done and 1 or 0, out}
+end
+
+function ops.typing_start(room, user, name, now, expiry, rebroadcast_ms)
+  local rkey = p .. 'typing:' .. room
+  local score = redis.call('ZSCORE', rkey, user)
+  local active = score and tonumber(score) > tonumber(now)
+  redis.call('ZADD', rkey, expiry, user)
+  redis.call('HSET', rkey .. ':names', user, name)
+  redis.call('SADD', p .. 'typing-user:' .. user, room)
+  redis.call('ZADD', p .. 'typing-expiry', expiry, room .. '\n' .. user)
+  local bkey = p .. 'typing-bcast:' .. room .. ':' .. user
+  if not active then
+    redis.call('SET', bkey, '1', 'PX', rebroadcast_ms)
+    return 1
+  end
+  return redis.call('SET', bkey, '1', 'NX', 'PX', rebroadcast_ms) and 1 or 0
+end
+
+-- Reports an entry that ran out but is not claimed yet, as the local backplane does: removing
+-- it takes it from the expiry sweep, so this caller owes its `typing:stop`.
+function ops.typing_stop(room, user)
+  local present = redis.call('ZSCORE', p .. 'typing:' .. room, user)
+  drop_typing(room, user)
+  return present and 1 or 0
+end
+
+-- Returns user, name, user, name...
+function ops.typers(room, now)
+  local rkey = p .. 'typing:' .. room
+  local out = {}
+  for _, u in ipairs(redis.call('ZRANGEBYSCORE', rkey, '(' .. now, '+inf')) do
+    table.insert(out, u)
+    table.insert(out, redis.call('HGET', rkey .. ':names', u) or u)
+  end
+  return out
+end
+
+-- Removing the global member is the claim, so one sweep owns each expiry; a room score past
+-- now means a refresh won, and the member goes back.
+function ops.take_expired(now, limit)
+  local gkey = p .. 'typing-expiry'
+  local out = {}
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', gkey, '-inf', now, 'LIMIT', 0, limit)) do
+    local nl = string.find(m, '\n', 1, true)
+    if redis.call('ZREM', gkey, m) == 1 and nl then
+      local room, user = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
+      local score = redis.call('ZSCORE', p .. 'typing:' .. room, user)
+      if score and tonumber(score) > tonumber(now) then
+        redis.call('ZADD', gkey, score, m)
+      elseif score then
+        drop_typing(room, user)
+        table.insert(out, m)
+      end
+    end
+  end
+  return out
+end
+
+return ops[ARGV[2]](unpack(ARGV, 3))
+"#;
+
+/// Presence and typing for a cluster of nodes sharing one Redis.
+pub struct RedisBackplane {
+    conn: ConnectionManager,
+    node_id: String,
+    prefix: String,
+    node_timeout: Duration,
+    typing_ttl: Duration,
+    rebroadcast: Duration,
+    ready: AtomicBool,
+    /// Departures found while cleaning up after a previous process with this node id; handed
+    /// out by the first `maintain`, when the app is ready to announce them.
+    pending: Mutex<Vec<Departure>>,
+    ops: Script,
+}
+
+impl RedisBackplane {
+    pub async fn connect(
+        url: &str,
+        node_id: String,
+        key_prefix: String,
+        node_timeout: Duration,
+        typing_ttl: Duration,
+        rebroadcast: Duration,
+    ) -> Result<Self, BackplaneError> {
+        // The URL may carry a password: never echo it or the parser's message about it.
+        let client =
+            redis::Client::open(url).map_err(|_| BackplaneError("invalid Redis URL".to_owned()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1))
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(to_error)?;
+        let backplane = Self {
+            conn,
+            node_id,
+            prefix: key_prefix,
+            node_timeout,
+            typing_ttl,
+            rebroadcast,
+            ready: AtomicBool::new(true),
+            pending: Mutex::default(),
+            ops: Script::new(OPS_LUA),
+        };
+        // A previous process with this id may have crashed: its sockets are gone, so forget them
+        // before our heartbeat makes them look alive again.
+        let stale = backplane.reap(&backplane.node_id, false).await?;
+        *backplane.pending_lock() = stale;
+        backplane.heartbeat().await?;
+        Ok(backplane)
+    }
+
+    fn pending_lock(&self) -> std::sync::MutexGuard<'_, Vec<Departure>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn track<T>(&self, result: RedisResult<T>) -> Result<T, BackplaneError> {
+        self.ready.store(result.is_ok(), Ordering::Relaxed);
+        result.map_err(to_error)
+    }
+
+    async fn run<T: FromRedisValue>(&self, op: &str, args: &[&str]) -> Result<T, BackplaneError> {
+        let mut invocation = self.ops.prepare_invoke();
+        invocation.arg(&self.prefix).arg(op);
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        self.track(invocation.invoke_async(&mut self.conn.clone()).await)
+    }
+
+    /// Refreshes this node's heartbeat; true when the node had to re-register, i.e. others
+    /// presumed it dead and reaped it.
+    async fn heartbeat(&self) -> Result<bool, BackplaneError> {
+        let ttl = self.node_timeout.as_millis().max(1).to_string();
+        let args = [self.node_id.as_str(), &ttl];
+        Ok(self.run::<i64>("heartbeat", &args).await? == 1)
+    }
+
+    /// Forgets every socket of `node`, in batches, returning who went offline. `claimed`: a
+    /// foreign node this caller claimed, as opposed to this node's own id.
+    async fn reap(&self, node: &str, claimed: bool) -> Result<Vec<Departure>, BackplaneError> {
+        let batch = REAP_BATCH.to_string();
+        let claimed = if claimed { "1" } else { "0" };
+        let mut departures = Vec::new();
+        loop {
+            let (done, found): (i64, Vec<Vec<String>>) =
+                self.run("reap", &[node, &batch, claimed]).await?;
+            departures.extend(found.into_iter().filter_map(departure));
+            if done == 1 {
+                return Ok(departures);
+            }
+        }
+    }
+}
+
+fn departure(entry: Vec<String>) -> Option<Departure> {
+    let mut parts = entry.into_iter();
+    let user_id = UserId::parse(&parts.next()?).ok()?;
+    let typing_rooms = parts.filter_map(|r| RoomId::parse(&r).ok()).collect();
+    Some(Departure {
+        user_id,
+        typing_rooms,
+    })
+}
+
+fn to_error(e: redis::RedisError) -> BackplaneError {
+    BackplaneError(format!("redis: {e}"))
+}
+
+/// Typing deadlines are wall-clock milliseconds: an `Instant` means nothing on another host.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[async_trait]
+impl Backplane for RedisBackplane {
+    async fn socket_connected(&self, user: &UserId, socket: &str) -> Result<bool, BackplaneError> {
+        let args = [user.as_str(), socket, &self.node_id];
+        Ok(self.run::<i64>("connect", &args).await? == 1)
+    }
+
+    async fn socket_disconnected(
+        &self,
+        user: &UserId,
+        socket: &str,
+    ) -> Result<bool, BackplaneError> {
+        let args = [user.as_str(), socket, &self.node_id];
+        Ok(self.run::<i64>("disconnect", &args).await? == 1)
+    }
+
+    async fn online(&self, users: &[UserId]) -> Result<Vec<bool>, BackplaneError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for user in users {
+            pipe.cmd("EXISTS")
+                .arg(format!("{}user:{user}", self.prefix));
+        }
+        self.track(pipe.query_async(&mut self.conn.clone()).await)
+    }
+
+    async fn typing_start(
+        &self,
+        room: RoomId,
+        typer: Typer,
+        _now: Instant,
+    ) -> Result<bool, BackplaneError> {
+        let now = now_ms();
+        let args = [
+            &room.to_string(),
+            typer.user_id.as_str(),
+            &typer.name,
+            &now.to_string(),
+            &(now + self.typing_ttl.as_millis() as u64).to_string(),
+            &self.rebroadcast.as_millis().max(1).to_string(),
+        ];
+        Ok(self.run::<i64>("typing_start", &args).await? == 1)
+    }
+
+    async fn typing_stop(&self, room: RoomId, user: &UserId) -> Result<bool, BackplaneError> {
+        let args = [&room.to_string(), user.as_str()];
+        Ok(self.run::<i64>("typing_stop", &args).await? == 1)
+    }
+
+    async fn typing_stop_all(&self, user: &UserId) -> Result<Vec<RoomId>, BackplaneError> {
+        let rooms: Vec<String> = self.run("stop_all", &[user.as_str()]).await?;
+        Ok(rooms.iter().filter_map(|r| RoomId::parse(r).ok()).collect())
+    }
+
+    async fn typers(&self, room: RoomId, _now: Instant) -> Result<Vec<Typer>, BackplaneError> {
+        let args: [&str; 2] = [&room.to_string(), &now_ms().to_string()];
+        let flat: Vec<String> = self.run("typers", &args).await?;
+        let mut typers: Vec<Typer> = flat
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                let user_id = UserId::parse(&pair[0]).ok()?;
+                let name = pair[1].clone();
+                Some(Typer { user_id, name })
+            })
+            .collect();
+        typers.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        Ok(typers)
+    }
+
+    async fn take_expired_typing(
+        &self,
+        _now: Instant,
+    ) -> Result<Vec<ExpiredTyping>, BackplaneError> {
+        let args: [&str; 2] = [&now_ms().to_string(), &EXPIRY_BATCH.to_string()];
+        let claimed: Vec<String> = self.run("take_expired", &args).await?;
+        Ok(claimed
+            .iter()
+            .filter_map(|m| {
+                let (room, user) = m.split_once('\n')?;
+                let room = RoomId::parse(room).ok()?;
+                let user_id = UserId::parse(user).ok()?;
+                Some(ExpiredTyping { room, user_id })
+            })
+            .collect())
+    }
+
+    async fn maintain(&self) -> Result<Vec<Departure>, BackplaneError> {
+        if self.heartbeat().await? {
+            tracing::warn!(
+                node = %self.node_id,
+                "this node was presumed dead and reaped; its sockets count as offline until they reconnect"
+            );
+        }
+        let mut departures = std::mem::take(&mut *self.pending_lock());
+        let dead: Vec<String> = self.run("claim_dead", &[&self.node_id]).await?;
+        for node in dead {
+            tracing::info!(node = %node, "reaping the sockets of a node without heartbeat");
+            departures.extend(self.reap(&node, true).await?);
+        }
+        Ok(departures)
+    }
+
+    async fn leave_cluster(&self) -> Result<Vec<Departure>, BackplaneError> {
+        let mut departures = std::mem::take(&mut *self.pending_lock());
+        departures.extend(self.reap(&self.node_id, false).await?);
+        self.run::<i64>("leave", &[&self.node_id]).await?;
+        Ok(departures)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn describe(&self) -> &'static str {
+        "redis"
+    }
+}
