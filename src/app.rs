@@ -32,14 +32,25 @@ pub struct Application {
 impl Application {
     /// Opens storage (applying migrations), builds the backplane and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store = storage::connect(&settings.database_url, settings.database_max_connections)
+        let metrics = Arc::new(Metrics::new(&settings.node_id));
+        let backend = storage::connect(&settings.database_url, settings.database_max_connections)
             .await
             .context("opening storage")?;
+        let system = if settings.database_url.starts_with("sqlite:") {
+            "sqlite"
+        } else {
+            "postgresql"
+        };
+        let store: Arc<dyn storage::Store> = Arc::new(storage::InstrumentedStore::new(
+            backend,
+            metrics.clone(),
+            system,
+        ));
         let (backplane, driver) = connect_backplane(&settings).await?;
         let limits = &settings.limits;
         let state = AppState {
             tokens: Arc::new(TokenKeys::new(&settings.jwt_secret)),
-            metrics: Arc::new(Metrics::new(&settings.node_id)),
+            metrics,
             connections: ConnectionLimiter::new(
                 limits.max_connections,
                 limits.max_connections_per_ip,
@@ -57,6 +68,15 @@ impl Application {
             .with_state(state.clone())
             .with_adapter::<Adapter>(driver.into_adapter_state(&prefix))
             .build_layer();
+        if let BackplaneDriver::Redis(driver) = &state.driver {
+            driver.set_context_provider(socket::relay::outgoing(state.metrics.clone()));
+            let node = state.settings.node_id.clone();
+            driver.set_context_sink(socket::relay::incoming(
+                io.clone(),
+                state.metrics.clone(),
+                node,
+            ));
+        }
         socket::register(&io)
             .await
             .context("subscribing the Socket.IO adapter")?;
@@ -95,6 +115,11 @@ impl Application {
         } = self;
         let background = CancellationToken::new();
         tokio::spawn(socket::expire_typing(
+            state.clone(),
+            io.clone(),
+            background.clone(),
+        ));
+        tokio::spawn(socket::keep_cluster_presence(
             state.clone(),
             io.clone(),
             background.clone(),
@@ -151,7 +176,8 @@ async fn connect_backplane(
 ) -> anyhow::Result<(Arc<dyn Backplane>, BackplaneDriver)> {
     let limits = &settings.limits;
     let Some(redis) = &settings.redis else {
-        let local = LocalBackplane::new(limits.typing_ttl, limits.typing_rebroadcast);
+        let local = LocalBackplane::new(limits.typing_ttl, limits.typing_rebroadcast)
+            .with_node_id(settings.node_id.clone());
         return Ok((Arc::new(local), BackplaneDriver::InProcess));
     };
     let backplane = RedisBackplane::connect(

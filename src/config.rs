@@ -129,6 +129,11 @@ pub struct Config {
     /// Log output format.
     #[arg(long, env = "CONFAB_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+
+    /// Bearer key of the read-only operations API and the dashboard (at least 16 bytes); unset
+    /// means the operations API answers 404.
+    #[arg(long, env = "CONFAB_API_KEY")]
+    pub api_key: Option<Secret>,
 }
 
 /// What `validate` found wrong; startup stops with this message.
@@ -154,6 +159,8 @@ pub struct Settings {
     /// Silence after which a node counts as dead and its sockets are reaped.
     pub node_timeout: Duration,
     pub log_format: LogFormat,
+    /// Bearer key of the operations API; `None` turns the API off (404).
+    pub api_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -229,6 +236,9 @@ impl Config {
             Some(secret) => (secret, false),
             None => (Secret::new(random_secret()), true),
         };
+        if self.api_key.as_ref().is_some_and(|k| k.expose().len() < 16) {
+            return err("CONFAB_API_KEY must be at least 16 bytes");
+        }
         Ok(Settings {
             listen: self.listen,
             database_url: self.database_url,
@@ -256,6 +266,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             node_timeout: Duration::from_secs(self.node_timeout),
             log_format: self.log_format,
+            api_key: self.api_key,
         })
     }
 }
@@ -322,11 +333,20 @@ mod tests {
         assert!(parse(&["--send-rate-per-sec", "0"]).is_err());
         assert!(parse(&["--redis-url", "http://x"]).is_err());
         assert!(parse(&["--node-timeout", "1"]).is_err());
+        assert!(parse(&["--api-key", "short"]).is_err());
+        assert!(parse(&["--api-key", "0123456789abcdef"]).is_ok());
     }
 
     #[test]
     fn secrets_never_show_in_debug_output() {
-        let settings = parse(&["--jwt-secret", "0123456789abcdef0123"]).unwrap();
+        let settings = parse(&[
+            "--jwt-secret",
+            "0123456789abcdef0123",
+            "--api-key",
+            "fedcba9876543210fedcba",
+        ])
+        .unwrap();
         assert!(!format!("{settings:?}").contains("0123456789abcdef0123"));
+        assert!(!format!("{settings:?}").contains("fedcba9876543210fedcba"));
     }
 }

@@ -39,7 +39,7 @@ pub use app::Application;
 pub use config::Config;
 
 /// The first log lines: what this node is and how it is configured (never the secret).
-pub fn announce(app: &Application) {
+pub fn announce(app: &Application, tracing_enabled: bool) {
     let settings = &app.state().settings;
     let storage = if settings.database_url.starts_with("sqlite:") {
         "SQLite"
@@ -52,6 +52,7 @@ pub fn announce(app: &Application) {
         backplane = app.state().backplane.describe(),
         dev_tokens = settings.dev_tokens,
         random_secret = settings.jwt_secret_generated,
+        traces = if tracing_enabled { "OTLP" } else { "off" },
         "configuration"
     );
     if settings.dev_tokens {

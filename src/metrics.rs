@@ -41,6 +41,31 @@ pub struct Metrics {
     pub rate_limited: Family<EventNameLabel, Counter>,
     /// Typing states that expired without a `typing:stop`.
     pub typing_expired: Counter,
+    /// Backplane messages this node published to the other nodes.
+    pub backplane_published: Counter,
+    /// Backplane messages this node received from the other nodes.
+    pub backplane_received: Counter,
+    /// Time from another node's publish to this node's receipt.
+    pub backplane_lag: Histogram,
+    /// Backplane publishes that failed (Redis unreachable): delivered locally only.
+    pub backplane_publish_failures: Counter,
+    /// Storage calls that failed, by operation.
+    pub storage_errors: Family<OpLabel, Counter>,
+    /// Time of storage calls, by operation.
+    pub storage_duration: Family<OpLabel, Histogram>,
+    /// Redis state calls (presence, typing, upkeep) that failed, by operation.
+    pub redis_errors: Family<OpLabel, Counter>,
+    /// Upkeep rounds (heartbeat and reaping of dead nodes).
+    pub presence_sweeps: Counter,
+    /// Users left without sockets by a dead node and announced offline.
+    pub users_reaped: Counter,
+    /// Resident memory of the process, read at scrape time.
+    pub resident_memory: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: String,
 }
 
 impl Metrics {
@@ -98,8 +123,83 @@ impl Metrics {
             "Typing states that expired",
             typing_expired.clone(),
         );
+        let backplane_published = Counter::default();
+        registry.register(
+            "backplane_published",
+            "Backplane messages published to other nodes",
+            backplane_published.clone(),
+        );
+        let backplane_received = Counter::default();
+        registry.register(
+            "backplane_received",
+            "Backplane messages received from other nodes",
+            backplane_received.clone(),
+        );
+        let backplane_lag = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register_with_unit(
+            "backplane_delivery_lag",
+            "Time from another node's publish to receipt here",
+            Unit::Seconds,
+            backplane_lag.clone(),
+        );
+        let backplane_publish_failures = Counter::default();
+        registry.register(
+            "backplane_publish_failures",
+            "Backplane publishes that failed and were delivered locally only",
+            backplane_publish_failures.clone(),
+        );
+        let storage_errors = Family::<OpLabel, Counter>::default();
+        registry.register(
+            "storage_errors",
+            "Failed storage calls",
+            storage_errors.clone(),
+        );
+        let storage_duration = Family::<OpLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register_with_unit(
+            "storage_duration",
+            "Time of storage calls",
+            Unit::Seconds,
+            storage_duration.clone(),
+        );
+        let redis_errors = Family::<OpLabel, Counter>::default();
+        registry.register(
+            "redis_errors",
+            "Failed Redis state calls",
+            redis_errors.clone(),
+        );
+        let presence_sweeps = Counter::default();
+        registry.register(
+            "presence_sweeps",
+            "Upkeep rounds: heartbeat and reaping of dead nodes",
+            presence_sweeps.clone(),
+        );
+        let users_reaped = Counter::default();
+        registry.register(
+            "users_reaped",
+            "Users left without sockets by a dead node",
+            users_reaped.clone(),
+        );
+        let resident_memory = Gauge::default();
+        registry.register_with_unit(
+            "process_resident_memory",
+            "Resident memory of the process",
+            Unit::Bytes,
+            resident_memory.clone(),
+        );
         Self {
             registry,
+            backplane_published,
+            backplane_received,
+            backplane_lag,
+            backplane_publish_failures,
+            storage_errors,
+            storage_duration,
+            redis_errors,
+            presence_sweeps,
+            users_reaped,
+            resident_memory,
             sockets,
             connections,
             events,
@@ -133,9 +233,20 @@ impl Metrics {
 
     /// The registry in the OpenMetrics text format, which Prometheus scrapes.
     pub fn render(&self) -> String {
+        if let Some(bytes) = resident_memory_bytes() {
+            self.resident_memory.set(bytes);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Resident set size from `/proc/self/statm` (Linux); `None` elsewhere.
+fn resident_memory_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // 4 KiB pages: the size on every Linux this runs on (x86_64, aarch64 defaults).
+    Some(pages * 4096)
 }

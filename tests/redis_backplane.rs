@@ -1,10 +1,10 @@
 //! The Redis backplane and pub/sub driver against a real redis-server started per test.
 
 use std::collections::HashSet;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod support;
 
 use confab::backplane::{
     Backplane, Departure, ExpiredTyping, ReconnectingDriver, RedisBackplane, Typer,
@@ -12,74 +12,13 @@ use confab::backplane::{
 use confab::domain::{RoomId, UserId};
 use futures::StreamExt;
 use socketioxide_redis::drivers::Driver;
+use support::redis::RedisServer;
 use tokio::time::{Instant, sleep, timeout};
 
 const TTL: Duration = Duration::from_millis(600);
 const REBROADCAST: Duration = Duration::from_millis(300);
 const POLL: Duration = Duration::from_millis(50);
 const SECS_5: Duration = Duration::from_secs(5);
-
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("no free port")
-            .port();
-        Self::start_on(port)
-    }
-
-    fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}); these tests need it on PATH: \
-                     `apt-get install redis-server` or `brew install redis`"
-                )
-            });
-        let mut server = Self { child, port };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("redis-server on port {port} exited: {status}");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn raw(&self) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(self.url()).unwrap();
-        client.get_multiplexed_async_connection().await.unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn prefix(test: &str) -> String {
     format!("test:{test}:{}:", uuid::Uuid::new_v4().simple())
@@ -376,7 +315,7 @@ async fn the_driver_strips_its_envelope_and_survives_a_redis_restart() {
     let receiver = ReconnectingDriver::connect(&server.url()).await.unwrap();
     let contexts = Arc::new(Mutex::new(Vec::new()));
     let seen = contexts.clone();
-    receiver.set_context_sink(Arc::new(move |chan: &str, ctx: &str| {
+    receiver.set_context_sink(Arc::new(move |chan: &str, ctx: &str, _payload: &[u8]| {
         seen.lock().unwrap().push((chan.to_owned(), ctx.to_owned()));
     }));
     sender.set_context_provider(Arc::new(|| Some("00-trace-span-01".to_owned())));

@@ -31,8 +31,8 @@ const WARN_EVERY: Duration = Duration::from_secs(1);
 
 /// Returns the trace context to send with a message (e.g. a W3C `traceparent`).
 pub type ContextProvider = Arc<dyn Fn() -> Option<String> + Send + Sync>;
-/// Receives `(channel, context)` of an arriving message.
-pub type ContextSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
+/// Receives `(channel, context, payload)` of an arriving message, before the adapter delivers it.
+pub type ContextSink = Arc<dyn Fn(&str, &str, &[u8]) + Send + Sync>;
 
 enum Command {
     Subscribe(String, oneshot::Sender<()>),
@@ -104,7 +104,7 @@ impl ReconnectingDriver {
             .unwrap_or_else(|p| p.into_inner()) = Some(f);
     }
 
-    /// Receives `(channel, context)` for each message that arrives with a trace context.
+    /// Receives `(channel, context, payload)` for each message that arrives with a context.
     pub fn set_context_sink(&self, f: ContextSink) {
         *self.shared.sink.write().unwrap_or_else(|p| p.into_inner()) = Some(f);
     }
@@ -167,11 +167,18 @@ impl Driver for ReconnectingDriver {
     type Error = Infallible;
 
     async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), Infallible> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("backplane.publish", channel = %chan, bytes = val.len());
+        // The context is taken inside the publish span, so receivers become its children.
+        let wrapped = span.in_scope(|| self.wrap(val));
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(&chan).arg(self.wrap(val));
+        cmd.arg(&chan).arg(wrapped);
         // Emits await this: with Redis unreachable, give up quickly and deliver locally.
-        match timeout(PUBLISH_TIMEOUT, cmd.query_async::<i64>(&mut conn)).await {
+        let sent = timeout(PUBLISH_TIMEOUT, cmd.query_async::<i64>(&mut conn))
+            .instrument(span)
+            .await;
+        match sent {
             Ok(Ok(_)) => self.shared.publish_ok.store(true, Ordering::Relaxed),
             Ok(Err(e)) => self.publish_failed(&chan, &e.to_string()),
             Err(_) => self.publish_failed(&chan, "timed out"),
@@ -340,7 +347,7 @@ fn deliver(shared: &Shared, chan: &str, data: &[u8]) {
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
                 if let Some(sink) = sink {
-                    sink(chan, context);
+                    sink(chan, context, payload);
                 }
             }
             payload

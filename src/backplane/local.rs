@@ -1,13 +1,17 @@
 //! The in-process backplane of a single node.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::{Backplane, BackplaneError, ExpiredTyping, Typer};
+use super::{
+    Backplane, BackplaneError, ExpiredTyping, NodeLoad, NodeStats, SECURITY_EVENTS_KEPT,
+    SecurityEvent, Typer, UserPresence,
+};
 use crate::domain::{RoomId, UserId};
 
 struct TypingState {
@@ -20,6 +24,10 @@ struct TypingState {
 struct State {
     sockets: HashMap<UserId, HashSet<String>>,
     typing: HashMap<(RoomId, UserId), TypingState>,
+    /// The last load published by the upkeep.
+    load: Option<(NodeLoad, DateTime<Utc>)>,
+    /// The newest security events, newest first.
+    security: VecDeque<SecurityEvent>,
 }
 
 /// Presence and typing held in this process: exact for one node, wrong for two.
@@ -27,6 +35,8 @@ pub struct LocalBackplane {
     state: Mutex<State>,
     typing_ttl: Duration,
     rebroadcast: Duration,
+    node_id: String,
+    started_at: DateTime<Utc>,
 }
 
 impl LocalBackplane {
@@ -35,7 +45,15 @@ impl LocalBackplane {
             state: Mutex::default(),
             typing_ttl,
             rebroadcast,
+            node_id: "local".to_owned(),
+            started_at: Utc::now(),
         }
+    }
+
+    /// Names the node in the operations API (`local` otherwise).
+    pub fn with_node_id(mut self, node_id: impl Into<String>) -> Self {
+        self.node_id = node_id.into();
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -177,6 +195,63 @@ impl Backplane for LocalBackplane {
         Ok(Vec::new())
     }
 
+    async fn publish_node_stats(&self, load: NodeLoad) -> Result<(), BackplaneError> {
+        self.lock().load = Some((load, Utc::now()));
+        Ok(())
+    }
+
+    async fn cluster_nodes(&self) -> Result<Vec<NodeStats>, BackplaneError> {
+        let state = self.lock();
+        Ok(state
+            .load
+            .iter()
+            .map(|(load, at)| NodeStats {
+                id: self.node_id.clone(),
+                connections: load.connections,
+                sockets: load.sockets,
+                rooms: load.rooms,
+                started_at: self.started_at,
+                updated_at: *at,
+                messages_stored: load.messages_stored,
+                events: load.events,
+                rate_limited: load.rate_limited,
+                backplane_lag_ms: None,
+                redis_rtt_ms: None,
+            })
+            .collect())
+    }
+
+    async fn users_online(&self) -> Result<u64, BackplaneError> {
+        Ok(self.lock().sockets.len() as u64)
+    }
+
+    async fn user_presence(&self, user: &UserId) -> Result<UserPresence, BackplaneError> {
+        let sockets = self.lock().sockets.get(user).map_or(0, HashSet::len) as u64;
+        Ok(UserPresence {
+            online: sockets > 0,
+            sockets,
+            nodes: if sockets > 0 {
+                vec![self.node_id.clone()]
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    async fn record_security_event(&self, event: SecurityEvent) -> Result<(), BackplaneError> {
+        let mut state = self.lock();
+        state.security.push_front(event);
+        state.security.truncate(SECURITY_EVENTS_KEPT);
+        Ok(())
+    }
+
+    async fn recent_security_events(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<SecurityEvent>, BackplaneError> {
+        Ok(self.lock().security.iter().take(limit).cloned().collect())
+    }
+
     fn is_ready(&self) -> bool {
         true
     }
@@ -251,6 +326,50 @@ mod tests {
             }]
         );
         assert!(!bp.typing_stop(room, &user("ann")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_operations_view_counts_users_and_keeps_the_newest_security_events() {
+        let bp = backplane().with_node_id("solo");
+        assert!(bp.cluster_nodes().await.unwrap().is_empty());
+        bp.socket_connected(&user("ann"), "s1").await.unwrap();
+        bp.socket_connected(&user("ann"), "s2").await.unwrap();
+        bp.socket_connected(&user("bob"), "s3").await.unwrap();
+        assert_eq!(bp.users_online().await.unwrap(), 2);
+        let ann = bp.user_presence(&user("ann")).await.unwrap();
+        assert_eq!(
+            (ann.online, ann.sockets, ann.nodes),
+            (true, 2, vec!["solo".to_owned()])
+        );
+        let cid = bp.user_presence(&user("cid")).await.unwrap();
+        assert_eq!((cid.online, cid.sockets, cid.nodes.len()), (false, 0, 0));
+
+        let load = NodeLoad {
+            connections: 3,
+            sockets: 3,
+            ..NodeLoad::default()
+        };
+        bp.publish_node_stats(load).await.unwrap();
+        let nodes = bp.cluster_nodes().await.unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!((nodes[0].id.as_str(), nodes[0].connections), ("solo", 3));
+
+        for i in 0..(SECURITY_EVENTS_KEPT + 5) {
+            let event = SecurityEvent {
+                at: Utc::now(),
+                node: "solo".to_owned(),
+                kind: super::super::SecurityKind::RateLimited,
+                user: Some(format!("u{i}")),
+                peer: None,
+                detail: None,
+            };
+            bp.record_security_event(event).await.unwrap();
+        }
+        let recent = bp.recent_security_events(1000).await.unwrap();
+        assert_eq!(recent.len(), SECURITY_EVENTS_KEPT);
+        let newest = format!("u{}", SECURITY_EVENTS_KEPT + 4);
+        assert_eq!(recent[0].user.as_deref(), Some(newest.as_str()));
+        assert_eq!(bp.recent_security_events(3).await.unwrap().len(), 3);
     }
 
     #[tokio::test]

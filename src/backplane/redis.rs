@@ -4,23 +4,40 @@
 //! user, two reapers of one dead node, two expiry sweeps) still yield exactly one winner. The
 //! scripts build some key names themselves (a dead node's users, a user's typing rooms), so this
 //! needs a standalone Redis (or a primary with replicas), not Redis Cluster.
+//!
+//! Keys used for the operations API, next to the presence and typing ones: `{p}online` (a set of
+//! the users with at least one socket, kept by connect, disconnect and reaping, so counting is
+//! O(1)), `{p}node:{id}:info` (a hash of the node's published load, expiring with its heartbeat)
+//! and `{p}security` (a list of the newest security events as JSON, trimmed to 200).
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisResult, Script};
 use tokio::time::Instant;
 
-use super::{Backplane, BackplaneError, Departure, ExpiredTyping, Typer};
+use super::{
+    Backplane, BackplaneError, Departure, ExpiredTyping, LagWindow, NodeLoad, NodeStats,
+    SECURITY_EVENTS_KEPT, SecurityEvent, Typer, UserPresence,
+};
 use crate::domain::{RoomId, UserId};
+use crate::limits::Rate;
 
 /// How many sockets one reaping script handles, so a huge dead node never blocks Redis for long.
 const REAP_BATCH: usize = 500;
 /// How many expired typing states one sweep claims.
 const EXPIRY_BATCH: usize = 500;
+/// How many recent operation round trips the lag median is taken over.
+const LAG_SAMPLES: usize = 64;
+/// Security events written per second per node (burst: `SECURITY_BURST`); a flood beyond that is
+/// counted and dropped rather than turned into Redis traffic.
+const SECURITY_PER_SEC: u32 = 20;
+const SECURITY_BURST: u32 = 100;
 
 /// Every operation on the shared state, one function each; ARGV is prefix, operation, then the
 /// operation's arguments. One script means one SHA to load and one place for the invariants.
@@ -50,6 +67,7 @@ end
 
 function ops.leave(node)
   redis.call('DEL', p .. 'node:' .. node .. ':alive')
+  redis.call('DEL', p .. 'node:' .. node .. ':info')
   return redis.call('SREM', p .. 'nodes', node)
 end
 
@@ -71,6 +89,7 @@ function ops.connect(user, sock, node)
   local first = redis.call('HLEN', ukey) == 0
   redis.call('HSET', ukey, sock, node)
   redis.call('SADD', p .. 'node:' .. node .. ':sockets', user .. '\n' .. sock)
+  redis.call('SADD', p .. 'online', user)
   return first and 1 or 0
 end
 
@@ -78,7 +97,9 @@ function ops.disconnect(user, sock, node)
   local ukey = p .. 'user:' .. user
   local removed = redis.call('HDEL', ukey, sock) == 1
   redis.call('SREM', p .. 'node:' .. node .. ':sockets', user .. '\n' .. sock)
-  return (removed and redis.call('HLEN', ukey) == 0) and 1 or 0
+  local gone = redis.call('HLEN', ukey) == 0
+  if gone then redis.call('SREM', p .. 'online', user) end
+  return (removed and gone) and 1 or 0
 end
 
 -- Returns {done, {{user, typing rooms...}...}}. Popping makes a racing second reaper see each
@@ -98,6 +119,7 @@ function ops.reap(node, batch, claimed)
         if redis.call('HGET', ukey, sock) == node then
           redis.call('HDEL', ukey, sock)
           if redis.call('HLEN', ukey) == 0 then
+            redis.call('SREM', p .. 'online', user)
             local entry = {user}
             for _, room in ipairs(ops.stop_all(user)) do table.insert(entry, room) end
             table.insert(out, entry)
@@ -168,6 +190,29 @@ function ops.take_expired(now, limit)
   return out
 end
 
+-- The node's load for the operations API: field, value pairs, expiring with the heartbeat.
+function ops.publish_stats(node, ttl_ms, ...)
+  local key = p .. 'node:' .. node .. ':info'
+  redis.call('HSET', key, ...)
+  redis.call('PEXPIRE', key, ttl_ms)
+  return 1
+end
+
+-- {{node, field, value, ...}, ...} for every node with a heartbeat and published load.
+function ops.nodes_info()
+  local out = {}
+  for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
+    if redis.call('EXISTS', p .. 'node:' .. node .. ':alive') == 1 then
+      local info = redis.call('HGETALL', p .. 'node:' .. node .. ':info')
+      if #info > 0 then
+        table.insert(info, 1, node)
+        table.insert(out, info)
+      end
+    end
+  end
+  return out
+end
+
 return ops[ARGV[2]](unpack(ARGV, 3))
 "#;
 
@@ -184,6 +229,12 @@ pub struct RedisBackplane {
     /// out by the first `maintain`, when the app is ready to announce them.
     pending: Mutex<Vec<Departure>>,
     ops: Script,
+    started_at: DateTime<Utc>,
+    /// Round trips of the latest operations, for the lag median.
+    round_trips: Mutex<VecDeque<Duration>>,
+    security_budget: Rate,
+    security_dropped: AtomicU64,
+    lag: LagWindow,
 }
 
 impl RedisBackplane {
@@ -216,6 +267,11 @@ impl RedisBackplane {
             ready: AtomicBool::new(true),
             pending: Mutex::default(),
             ops: Script::new(OPS_LUA),
+            started_at: Utc::now(),
+            round_trips: Mutex::new(VecDeque::with_capacity(LAG_SAMPLES)),
+            security_budget: Rate::new(SECURITY_PER_SEC, SECURITY_BURST),
+            security_dropped: AtomicU64::new(0),
+            lag: LagWindow::default(),
         };
         // A previous process with this id may have crashed: its sockets are gone, so forget them
         // before our heartbeat makes them look alive again.
@@ -240,7 +296,31 @@ impl RedisBackplane {
         for arg in args {
             invocation.arg(*arg);
         }
-        self.track(invocation.invoke_async(&mut self.conn.clone()).await)
+        let started = std::time::Instant::now();
+        let result = invocation.invoke_async(&mut self.conn.clone()).await;
+        if result.is_ok() {
+            self.note_round_trip(started.elapsed());
+        }
+        self.track(result)
+    }
+
+    fn note_round_trip(&self, took: Duration) {
+        let mut samples = self.round_trips.lock().unwrap_or_else(|p| p.into_inner());
+        if samples.len() == LAG_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(took);
+    }
+
+    /// The median round trip of the latest operations, in milliseconds.
+    fn round_trip_p50_ms(&self) -> Option<f64> {
+        let samples = self.round_trips.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sorted: Vec<Duration> = samples.iter().copied().collect();
+        drop(samples);
+        sorted.sort_unstable();
+        sorted
+            .get(sorted.len() / 2)
+            .map(|d| d.as_secs_f64() * 1000.0)
     }
 
     /// Refreshes this node's heartbeat; true when the node had to re-register, i.e. others
@@ -275,6 +355,36 @@ fn departure(entry: Vec<String>) -> Option<Departure> {
     Some(Departure {
         user_id,
         typing_rooms,
+    })
+}
+
+/// A node's published load, from `nodes_info`'s `node, field, value, ...`.
+fn node_stats(entry: Vec<String>) -> Option<NodeStats> {
+    let mut parts = entry.into_iter();
+    let id = parts.next()?;
+    let mut fields = std::collections::HashMap::new();
+    while let (Some(field), Some(value)) = (parts.next(), parts.next()) {
+        fields.insert(field, value);
+    }
+    let int = |name: &str| fields.get(name).and_then(|v| v.parse::<u64>().ok());
+    let float = |name: &str| fields.get(name).and_then(|v| v.parse::<f64>().ok());
+    let time = |name: &str| {
+        int(name)
+            .and_then(|ms| DateTime::from_timestamp_millis(ms as i64))
+            .unwrap_or_default()
+    };
+    Some(NodeStats {
+        connections: int("connections").unwrap_or(0),
+        sockets: int("sockets").unwrap_or(0),
+        rooms: int("rooms").unwrap_or(0),
+        started_at: time("started_at"),
+        updated_at: time("updated_at"),
+        messages_stored: int("messages_stored").unwrap_or(0),
+        events: int("events").unwrap_or(0),
+        rate_limited: int("rate_limited").unwrap_or(0),
+        backplane_lag_ms: float("backplane_lag_ms"),
+        redis_rtt_ms: float("redis_rtt_ms"),
+        id,
     })
 }
 
@@ -398,6 +508,103 @@ impl Backplane for RedisBackplane {
         departures.extend(self.reap(&self.node_id, false).await?);
         self.run::<i64>("leave", &[&self.node_id]).await?;
         Ok(departures)
+    }
+
+    async fn publish_node_stats(&self, load: NodeLoad) -> Result<(), BackplaneError> {
+        let lag = self.lag.observe(load.lag_buckets);
+        let rtt = self.round_trip_p50_ms();
+        let ms = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
+        let ttl = self.node_timeout.as_millis().max(1).to_string();
+        let fields = [
+            ("connections", load.connections.to_string()),
+            ("sockets", load.sockets.to_string()),
+            ("rooms", load.rooms.to_string()),
+            ("started_at", self.started_at.timestamp_millis().to_string()),
+            ("updated_at", now_ms().to_string()),
+            ("messages_stored", load.messages_stored.to_string()),
+            ("events", load.events.to_string()),
+            ("rate_limited", load.rate_limited.to_string()),
+            ("backplane_lag_ms", ms(lag)),
+            ("redis_rtt_ms", ms(rtt)),
+        ];
+        let mut args: Vec<&str> = vec![&self.node_id, &ttl];
+        for (field, value) in &fields {
+            args.push(field);
+            args.push(value);
+        }
+        self.run::<i64>("publish_stats", &args).await?;
+        Ok(())
+    }
+
+    async fn cluster_nodes(&self) -> Result<Vec<NodeStats>, BackplaneError> {
+        let found: Vec<Vec<String>> = self.run("nodes_info", &[]).await?;
+        let mut nodes: Vec<NodeStats> = found.into_iter().filter_map(node_stats).collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    async fn users_online(&self) -> Result<u64, BackplaneError> {
+        let mut cmd = redis::cmd("SCARD");
+        cmd.arg(format!("{}online", self.prefix));
+        self.track(cmd.query_async(&mut self.conn.clone()).await)
+    }
+
+    async fn user_presence(&self, user: &UserId) -> Result<UserPresence, BackplaneError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(format!("{}user:{user}", self.prefix));
+        let sockets: std::collections::HashMap<String, String> =
+            self.track(cmd.query_async(&mut self.conn.clone()).await)?;
+        let mut nodes: Vec<String> = sockets.values().cloned().collect();
+        nodes.sort();
+        nodes.dedup();
+        Ok(UserPresence {
+            online: !sockets.is_empty(),
+            sockets: sockets.len() as u64,
+            nodes,
+        })
+    }
+
+    async fn record_security_event(&self, event: SecurityEvent) -> Result<(), BackplaneError> {
+        if !self.security_budget.allow() {
+            let dropped = self.security_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "security events over budget; not all are kept");
+            }
+            return Ok(());
+        }
+        let json = serde_json::to_string(&event)
+            .map_err(|e| BackplaneError(format!("security event not encoded: {e}")))?;
+        let key = format!("{}security", self.prefix);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LPUSH")
+            .arg(&key)
+            .arg(json)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(&key)
+            .arg(0)
+            .arg(SECURITY_EVENTS_KEPT - 1)
+            .ignore();
+        self.track(pipe.query_async::<()>(&mut self.conn.clone()).await)
+    }
+
+    async fn recent_security_events(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<SecurityEvent>, BackplaneError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("LRANGE");
+        cmd.arg(format!("{}security", self.prefix))
+            .arg(0)
+            .arg(limit.min(SECURITY_EVENTS_KEPT) - 1);
+        let raw: Vec<String> = self.track(cmd.query_async(&mut self.conn.clone()).await)?;
+        Ok(raw
+            .iter()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect())
     }
 
     fn is_ready(&self) -> bool {

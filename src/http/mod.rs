@@ -2,6 +2,7 @@
 
 mod dev_token;
 mod health;
+pub(crate) mod ops;
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/api/dev/token", post(dev_token::issue))
+        .merge(ops::routes(state.clone()))
         .layer(RequestBodyLimitLayer::new(16 * 1024))
         .with_state(state)
 }
@@ -33,14 +35,41 @@ pub fn router(state: AppState) -> Router {
 /// Layers shared by every request, Socket.IO included.
 pub fn common_layers(router: Router) -> Router {
     router
-        .layer(CorsLayer::new().allow_origin(tower_http::cors::Any).allow_headers([header::CONTENT_TYPE]).max_age(Duration::from_secs(600)))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_headers([header::CONTENT_TYPE])
+                .max_age(Duration::from_secs(600)),
+        )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-            let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-            // The path only: query strings may carry Socket.IO session ids.
-            tracing::debug_span!("http", method = %request.method(), path = request.uri().path(), request_id = id)
-        }))
+        .layer(TraceLayer::new_for_http().make_span_with(http_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// One span per HTTP request, continuing the caller's trace. Socket.IO's own transport requests
+/// are only debug spans: the events they carry have spans of their own.
+fn http_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // The path only: query strings may carry Socket.IO session ids.
+    let path = request.uri().path();
+    let span = if path.starts_with("/socket.io") {
+        tracing::debug_span!("http", method = %request.method(), path, request_id = id)
+    } else {
+        tracing::info_span!(
+            "http",
+            otel.name = format!("{} {}", request.method(), path),
+            otel.kind = "server",
+            method = %request.method(),
+            path,
+            request_id = id,
+        )
+    };
+    crate::telemetry::continue_http_trace(&span, request.headers());
+    span
 }
 
 async fn demo_page() -> impl IntoResponse {

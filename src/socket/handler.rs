@@ -149,11 +149,18 @@ async fn run<F, Fut>(
     let started = Instant::now();
     let span = tracing::info_span!(
         "event",
+        otel.name = event,
+        otel.kind = "server",
         event,
         user = %session.identity.user_id,
         node = %app.settings.node_id,
+        room = field::Empty,
         outcome = field::Empty,
+        trace_id = field::Empty,
     );
+    if let Some(trace_id) = crate::telemetry::trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
     let metrics = app.metrics.clone();
     let ctx = Ctx {
         app,
@@ -177,5 +184,6 @@ async fn run<F, Fut>(
         _ => span.in_scope(|| tracing::debug!(code, "event handled")),
     }
     metrics.event(event, code, started.elapsed().as_secs_f64());
+    super::security::after_event(&reply.socket, event, &outcome);
     reply.send(sent_as, &outcome);
 }

@@ -7,7 +7,9 @@ mod handler;
 mod messages;
 mod payload;
 mod presence;
+pub mod relay;
 mod rooms;
+mod security;
 mod typing;
 
 use std::net::SocketAddr;
@@ -78,6 +80,7 @@ async fn admit_inner(
     }
     let slot = app.connections.try_acquire(peer).map_err(|refusal| {
         tracing::warn!(peer = ?peer, reason = %refusal, "connection refused: capacity");
+        security::refused(app, peer, refusal);
         ConnectRefusal::Capacity
     })?;
     let token = auth
@@ -86,6 +89,7 @@ async fn admit_inner(
         .and_then(Value::as_str);
     let identity = app.tokens.verify(token).map_err(|e| {
         tracing::warn!(peer = ?peer, reason = %e, "connection refused: unauthorized");
+        security::auth_failure(app, peer, &e);
         ConnectRefusal::Unauthorized
     })?;
     let joined = async {
@@ -102,6 +106,7 @@ async fn admit_inner(
     let mut socket_rooms: Vec<String> = rooms.iter().map(|r| r.socket_room()).collect();
     socket_rooms.push(identity.user_id.socket_room());
     socket.join(socket_rooms);
+    security::watch(socket, app, identity.user_id.as_str(), peer);
     let limits = &app.settings.limits;
     socket.extensions.insert(Arc::new(Session {
         identity,

@@ -93,6 +93,7 @@ pub async fn keep_cluster_presence(
             }
             Err(e) => tracing::warn!(error = %e, "backplane upkeep failed"),
         }
+        crate::http::ops::publish_node_stats(&app, &io).await;
     }
 }
 

@@ -15,6 +15,7 @@ use crate::storage::NewRoom;
 
 /// Checks that the room exists and the caller belongs to it.
 pub async fn require_member(ctx: &Ctx, room: RoomId) -> Result<RoomKind, ChatError> {
+    tracing::Span::current().record("room", tracing::field::display(room));
     let kind = ctx
         .app
         .store

@@ -3,6 +3,7 @@
 //! Two backends implement [`Store`] with one behaviour: Postgres for clusters and an SQLite file
 //! for the single-node default. The integration suite runs against both.
 
+mod instrumented;
 mod postgres;
 mod sqlite;
 
@@ -14,6 +15,7 @@ use uuid::Uuid;
 use crate::domain::{ClientId, DisplayName, MessageText, RoomId, RoomKind, RoomName, UserId};
 use crate::model::{MemberRecord, Message, Room};
 
+pub use instrumented::InstrumentedStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -147,6 +149,9 @@ pub trait Store: Send + Sync + 'static {
         user: &UserId,
         seq: i64,
     ) -> Result<ReadMark, StorageError>;
+
+    /// How many chat rooms exist (every kind), for the operations API.
+    async fn count_rooms(&self) -> Result<u64, StorageError>;
 
     /// Closes the pool, waiting for in-flight queries.
     async fn close(&self);

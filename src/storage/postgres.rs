@@ -382,6 +382,13 @@ impl Store for PostgresStore {
         }
     }
 
+    async fn count_rooms(&self) -> Result<u64, StorageError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM rooms")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count.max(0) as u64)
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

@@ -451,6 +451,13 @@ impl Store for SqliteStore {
         Ok(mark)
     }
 
+    async fn count_rooms(&self) -> Result<u64, StorageError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM rooms")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(count.max(0) as u64)
+    }
+
     async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;

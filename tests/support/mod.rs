@@ -2,6 +2,10 @@
 //! database, driven by a real Socket.IO client.
 #![allow(dead_code)]
 
+pub mod otlp;
+pub mod process;
+pub mod redis;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +31,39 @@ pub enum Backend {
 fn postgres_admin_url() -> String {
     std::env::var("CONFAB_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Creates an empty database on the machine's Postgres; returns its URL and name.
+pub async fn fresh_postgres_database() -> (String, String) {
+    let name = format!("confab_it_{}", uuid::Uuid::new_v4().simple());
+    let admin = postgres_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Postgres is required for these tests and is not reachable at {admin} ({e}). \
+             Start it (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) \
+             or point CONFAB_TEST_POSTGRES_URL at one."
+            )
+        });
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or(admin);
+    (format!("{base}/{name}"), name)
+}
+
+/// Drops a database made by [`fresh_postgres_database`].
+pub async fn drop_postgres_database(name: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
 }
 
 enum Database {
@@ -56,24 +93,8 @@ impl TestApp {
                 )
             }
             Backend::Postgres => {
-                let name = format!("confab_it_{}", uuid::Uuid::new_v4().simple());
-                let admin = postgres_admin_url();
-                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!(
-                        "Postgres is required for these tests and is not reachable at {admin} ({e}). \
-                         Start it (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) \
-                         or point CONFAB_TEST_POSTGRES_URL at one."
-                    )
-                });
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create test database");
-                let base = admin
-                    .rsplit_once('/')
-                    .map(|(b, _)| b.to_owned())
-                    .unwrap_or(admin);
-                (format!("{base}/{name}"), Database::Postgres { name })
+                let (url, name) = fresh_postgres_database().await;
+                (url, Database::Postgres { name })
             }
         };
         let mut settings = Settings::for_tests(url);
@@ -132,12 +153,8 @@ impl TestApp {
                 .expect("node stops in time")
                 .ok();
         }
-        if let Database::Postgres { name } = &self.database
-            && let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await
-        {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await;
+        if let Database::Postgres { name } = &self.database {
+            drop_postgres_database(name).await;
         }
     }
 }

@@ -1,0 +1,112 @@
+//! Security events for the operations dashboard: refused connections, authentication failures,
+//! rate-limit hits and forbidden attempts, each with the time, node, user (when known) and peer
+//! address, never a token or message text.
+//!
+//! Recording never holds up the client: the event is handed to a task, and the Redis backplane
+//! keeps at most a few per second per node (a flood is counted, not written).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::auth::AuthError;
+use crate::backplane::{Backplane, SecurityEvent, SecurityKind, SocketRef};
+use crate::error::ChatError;
+use crate::limits::Refusal;
+use crate::state::AppState;
+
+/// What a socket's later events need to record security events: kept in its extensions from
+/// admission on.
+pub(super) struct Witness {
+    backplane: Arc<dyn Backplane>,
+    node: String,
+    user: String,
+    peer: Option<IpAddr>,
+}
+
+/// Lets [`after_event`] record the events of this socket.
+pub(super) fn watch(socket: &SocketRef, app: &AppState, user: &str, peer: Option<IpAddr>) {
+    socket.extensions.insert(Arc::new(Witness {
+        backplane: app.backplane.clone(),
+        node: app.settings.node_id.clone(),
+        user: user.to_owned(),
+        peer,
+    }));
+}
+
+/// A connection refused before its token was looked at.
+pub(super) fn refused(app: &AppState, peer: Option<IpAddr>, refusal: Refusal) {
+    let detail = match refusal {
+        Refusal::Capacity => "node at capacity",
+        Refusal::PerAddress => "too many connections from this address",
+    };
+    let kind = SecurityKind::ConnectionRefused;
+    record(
+        &app.backplane,
+        &app.settings.node_id,
+        kind,
+        None,
+        peer,
+        detail,
+    );
+}
+
+/// A connection whose token was missing or refused.
+pub(super) fn auth_failure(app: &AppState, peer: Option<IpAddr>, error: &AuthError) {
+    use jsonwebtoken::errors::ErrorKind;
+    // Fixed words only: the verifier's own message could quote what the client sent.
+    let detail = match error {
+        AuthError::Missing => "no token",
+        AuthError::Invalid(e) => match e.kind() {
+            ErrorKind::ExpiredSignature => "expired token",
+            ErrorKind::InvalidSignature => "bad signature",
+            _ => "invalid token",
+        },
+        AuthError::BadClaim(_) => "claim out of range",
+    };
+    let kind = SecurityKind::AuthFailure;
+    record(
+        &app.backplane,
+        &app.settings.node_id,
+        kind,
+        None,
+        peer,
+        detail,
+    );
+}
+
+/// Called by the event frame once the outcome of `event` is known: records rate-limit hits and
+/// forbidden attempts.
+pub fn after_event<T>(socket: &SocketRef, event: &'static str, outcome: &Result<T, ChatError>) {
+    let kind = match outcome {
+        Err(ChatError::RateLimited) => SecurityKind::RateLimited,
+        Err(ChatError::Forbidden(_)) => SecurityKind::Forbidden,
+        _ => return,
+    };
+    if let Some(w) = socket.extensions.get::<Arc<Witness>>() {
+        record(&w.backplane, &w.node, kind, Some(&w.user), w.peer, event);
+    }
+}
+
+fn record(
+    backplane: &Arc<dyn Backplane>,
+    node: &str,
+    kind: SecurityKind,
+    user: Option<&str>,
+    peer: Option<IpAddr>,
+    detail: &str,
+) {
+    let event = SecurityEvent {
+        at: chrono::Utc::now(),
+        node: node.to_owned(),
+        kind,
+        user: user.map(str::to_owned),
+        peer: peer.map(|ip| ip.to_string()),
+        detail: Some(detail.to_owned()),
+    };
+    let backplane = backplane.clone();
+    tokio::spawn(async move {
+        if let Err(e) = backplane.record_security_event(event).await {
+            tracing::debug!(error = %e, "security event not recorded");
+        }
+    });
+}
