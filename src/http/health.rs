@@ -40,6 +40,11 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    if let crate::backplane::BackplaneDriver::Redis(driver) = &app.driver {
+        // The driver counts its failed publishes; the counter catches up at scrape time.
+        let failures = &app.metrics.backplane_publish_failures;
+        failures.inc_by(driver.dropped().saturating_sub(failures.get()));
+    }
     (
         [(
             header::CONTENT_TYPE,

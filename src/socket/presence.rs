@@ -86,12 +86,20 @@ pub async fn keep_cluster_presence(
         let was_ready = app.backplane.is_ready();
         match app.backplane.maintain().await {
             Ok(departures) => {
+                app.metrics.presence_sweeps.inc();
+                app.metrics.users_reaped.inc_by(departures.len() as u64);
                 announce_departures(&app, &io, departures).await;
                 if !was_ready {
                     resync_local_sockets(&app, &io).await;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "backplane upkeep failed"),
+            Err(e) => {
+                let op = crate::metrics::OpLabel {
+                    op: "maintain".to_owned(),
+                };
+                app.metrics.redis_errors.get_or_create(&op).inc();
+                tracing::warn!(error = %e, "backplane upkeep failed");
+            }
         }
         crate::http::ops::publish_node_stats(&app, &io).await;
     }
