@@ -119,10 +119,13 @@ impl Application {
             io.clone(),
             background.clone(),
         ));
-        tokio::spawn(socket::keep_cluster_presence(
+        // Heartbeat, reaping and the published load: stopped before leaving the cluster, so that
+        // no heartbeat brings this node back once it left.
+        let upkeep = background.child_token();
+        let upkeep_task = tokio::spawn(socket::keep_cluster_presence(
             state.clone(),
             io.clone(),
-            background.clone(),
+            upkeep.clone(),
         ));
 
         let stop_serving = CancellationToken::new();
@@ -151,6 +154,8 @@ impl Application {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             state.lifecycle.wait_idle().await;
+            upkeep.cancel();
+            let _ = upkeep_task.await;
             match state.backplane.leave_cluster().await {
                 Ok(departures) => socket::announce_departures(&state, &io, departures).await,
                 Err(e) => tracing::warn!(error = %e, "could not leave the cluster cleanly"),

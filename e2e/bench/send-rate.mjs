@@ -4,6 +4,7 @@
 //
 //   CONFAB_BIN=../target/release/confab node bench/send-rate.mjs              # SQLite
 //   CONFAB_E2E_DATABASE_URL='postgres://postgres@127.0.0.1:5432/{db}' node bench/send-rate.mjs
+import { createServer } from 'node:http';
 import { io } from 'socket.io-client';
 import { startServer } from '../lib/server.mjs';
 
@@ -11,9 +12,23 @@ const CLIENTS = Number(process.env.CLIENTS ?? 20);
 const MESSAGES = Number(process.env.MESSAGES ?? 250);
 const WINDOW = Number(process.env.WINDOW ?? 8);
 
+// TRACING=1 exports every span (100% sampling) to a local OTLP/HTTP sink that accepts and
+// discards, to measure what tracing costs the node.
+let sink = null;
+let spansBytes = 0;
+const tracingEnv = {};
+if (process.env.TRACING === '1') {
+  sink = createServer((req, res) => {
+    req.on('data', (chunk) => (spansBytes += chunk.length));
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end());
+  });
+  await new Promise((resolve) => sink.listen(0, '127.0.0.1', resolve));
+  tracingEnv.OTEL_EXPORTER_OTLP_ENDPOINT = `http://127.0.0.1:${sink.address().port}`;
+  tracingEnv.OTEL_TRACES_SAMPLER = 'always_on';
+}
 const server = await startServer({
   name: 'bench',
-  env: { CONFAB_SEND_RATE_PER_SEC: '100000', CONFAB_SEND_BURST: '100000', RUST_LOG: 'warn' },
+  env: { CONFAB_SEND_RATE_PER_SEC: '100000', CONFAB_SEND_BURST: '100000', RUST_LOG: 'warn', ...tracingEnv },
 });
 const token = async (userId) => {
   const res = await fetch(`${server.url}/api/dev/token`, {
@@ -71,6 +86,8 @@ try {
   console.log(
     JSON.stringify({
       backend,
+      tracing: process.env.TRACING === '1' ? 'on (100% sampled)' : 'off',
+      otlp_bytes_received: spansBytes,
       clients: CLIENTS,
       messages: total,
       seconds: Number(seconds.toFixed(2)),
@@ -81,4 +98,5 @@ try {
   for (const s of [owner, ...senders]) s.close();
 } finally {
   await server.stop();
+  sink?.close();
 }

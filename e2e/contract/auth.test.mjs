@@ -26,9 +26,11 @@ describe(`auth with CONFAB_JWT_SECRET [${TRANSPORT}]`, () => {
     await server?.stop();
   });
 
+  async function acceptedSocket(token) {
+    return clients.connect(undefined, undefined, { token, label: 'jwt' });
+  }
   async function accepted(token) {
-    const s = await clients.connect(undefined, undefined, { token, label: 'jwt' });
-    return s.session;
+    return (await acceptedSocket(token)).session;
   }
 
   async function refused(auth, what) {
@@ -44,10 +46,12 @@ describe(`auth with CONFAB_JWT_SECRET [${TRANSPORT}]`, () => {
 
   test('a valid HS256 token connects; session carries sub, name and this node', async () => {
     const sub = uid('ann');
-    const session = await accepted(sign(SECRET, { sub, name: 'Ann' }));
+    const s = await acceptedSocket(sign(SECRET, { sub, name: 'Ann' }));
+    const { session } = s;
+    // s.e2e.nodeId: the node this socket was sent to (the server's id; in a cluster run, its node's).
     assert.deepEqual(
       { userId: session.userId, name: session.name, nodeId: session.nodeId },
-      { userId: sub, name: 'Ann', nodeId: server.nodeId },
+      { userId: sub, name: 'Ann', nodeId: s.e2e.nodeId },
     );
   });
 

@@ -21,10 +21,12 @@ import { startServer } from '../lib/server.mjs';
 
 describe(`CONFAB_MAX_CONNECTIONS=2 [${TRANSPORT}]`, () => {
   let server;
+  let node; // the node under test; in a cluster run every socket is pinned to the first node
   let clients;
   before(async () => {
     server = await startServer({ name: 'capacity', env: { CONFAB_MAX_CONNECTIONS: '2' } });
-    clients = new Clients(server);
+    node = server.pinned ? server.pinned(0) : server;
+    clients = new Clients(node);
   });
   after(async () => {
     clients?.closeAll();
@@ -36,9 +38,20 @@ describe(`CONFAB_MAX_CONNECTIONS=2 [${TRANSPORT}]`, () => {
     const first = await clients.connect(userId);
     await clients.connect(uid('cap2'));
 
-    const token = await devToken(server, uid('cap3'));
+    const token = await devToken(node, uid('cap3'));
     const third = await expectConnectError(clients.socket({ token, label: 'third' }));
     assert.equal(third.message, 'server at capacity');
+
+    if (server.pinned) {
+      // Cluster run: the limit counts the sockets of one node; another node still accepts.
+      const elsewhere = new Clients(server.pinned(1));
+      try {
+        const s = await elsewhere.connect(uid('cap-other-node'));
+        assert.notEqual(s.session.nodeId, first.session.nodeId, 'the extra socket is on another node');
+      } finally {
+        elsewhere.closeAll();
+      }
+    }
 
     const bad = await expectConnectError(clients.socket({ token: 'not-a-token', label: 'third-bad-token' }));
     assert.equal(bad.message, 'server at capacity', 'capacity is checked before the token');

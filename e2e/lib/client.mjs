@@ -84,9 +84,14 @@ function recentEvents(socket, n = 15) {
     .join('\n    ');
 }
 
-/** Creates a socket (not connected yet) that records what it receives. */
+/**
+ * Creates a socket (not connected yet) that records what it receives. When `server` is a cluster
+ * (lib/cluster.mjs, E2E_CLUSTER=1) each new socket goes to the next node in rotation;
+ * `socket.e2e.nodeId` names the node the socket was sent to.
+ */
 export function makeSocket(server, { token, auth, label = 'socket', transport = TRANSPORT, ...opts } = {}) {
-  const socket = io(server.url, {
+  const target = typeof server.socketTarget === 'function' ? server.socketTarget() : server;
+  const socket = io(target.url, {
     autoConnect: false,
     reconnection: false,
     forceNew: true,
@@ -96,6 +101,8 @@ export function makeSocket(server, { token, auth, label = 'socket', transport = 
     ...opts,
   });
   record(socket, label);
+  socket.e2e.url = target.url;
+  socket.e2e.nodeId = target.nodeId;
   return socket;
 }
 

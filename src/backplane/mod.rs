@@ -199,28 +199,6 @@ pub struct SecurityEvent {
     pub detail: Option<String>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_lag_median_covers_the_window_only() {
-        let window = LagWindow::default();
-        assert_eq!(window.observe(Vec::new()), None);
-        // Ten messages between 1 and 2 ms long ago...
-        let old = vec![(0.001, 0), (0.002, 10), (f64::INFINITY, 10)];
-        assert!((window.observe(old.clone()).unwrap() - 1.5).abs() < 1e-9);
-        for _ in 0..LAG_WINDOW {
-            window.observe(old.clone());
-        }
-        // ...then nothing new: no lag to report.
-        assert_eq!(window.observe(old), None);
-        // Four new ones under 1 ms.
-        let now = vec![(0.001, 4), (0.002, 14), (f64::INFINITY, 14)];
-        assert!((window.observe(now).unwrap() - 0.5).abs() < 1e-9);
-    }
-}
-
 /// How many security events the backplane keeps.
 pub const SECURITY_EVENTS_KEPT: usize = 200;
 
@@ -266,6 +244,17 @@ pub trait Backplane: Send + Sync + 'static {
     /// without any socket, for whom exactly one node (the caller) must announce the departure.
     async fn maintain(&self) -> Result<Vec<Departure>, BackplaneError>;
 
+    /// True (once) when this node's presence entries may differ from its live sockets: a
+    /// presence write failed during an outage, or the node was reaped while alive.
+    fn take_resync_needed(&self) -> bool {
+        false
+    }
+
+    /// The sockets registered for this node, as `(user, socket id)`.
+    async fn node_sockets(&self) -> Result<Vec<(UserId, String)>, BackplaneError> {
+        Ok(Vec::new())
+    }
+
     /// Forgets this node's sockets on an orderly shutdown; returns users left without sockets.
     async fn leave_cluster(&self) -> Result<Vec<Departure>, BackplaneError>;
 
@@ -296,4 +285,26 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// A short description for logs and `/readyz`.
     fn describe(&self) -> &'static str;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lag_median_covers_the_window_only() {
+        let window = LagWindow::default();
+        assert_eq!(window.observe(Vec::new()), None);
+        // Ten messages between 1 and 2 ms long ago...
+        let old = vec![(0.001, 0), (0.002, 10), (f64::INFINITY, 10)];
+        assert!((window.observe(old.clone()).unwrap() - 1.5).abs() < 1e-9);
+        for _ in 0..LAG_WINDOW {
+            window.observe(old.clone());
+        }
+        // ...then nothing new: no lag to report.
+        assert_eq!(window.observe(old), None);
+        // Four new ones under 1 ms.
+        let now = vec![(0.001, 4), (0.002, 14), (f64::INFINITY, 14)];
+        assert!((window.observe(now).unwrap() - 0.5).abs() < 1e-9);
+    }
 }

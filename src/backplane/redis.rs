@@ -34,10 +34,10 @@ const REAP_BATCH: usize = 500;
 const EXPIRY_BATCH: usize = 500;
 /// How many recent operation round trips the lag median is taken over.
 const LAG_SAMPLES: usize = 64;
-/// Security events written per second per node (burst: `SECURITY_BURST`); a flood beyond that is
-/// counted and dropped rather than turned into Redis traffic.
+/// Security events written per second per node, after a burst of as many as are kept; a flood
+/// beyond that is counted and dropped rather than turned into Redis traffic.
 const SECURITY_PER_SEC: u32 = 20;
-const SECURITY_BURST: u32 = 100;
+const SECURITY_BURST: u32 = super::SECURITY_EVENTS_KEPT as u32;
 
 /// Every operation on the shared state, one function each; ARGV is prefix, operation, then the
 /// operation's arguments. One script means one SHA to load and one place for the invariants.
@@ -225,6 +225,9 @@ pub struct RedisBackplane {
     typing_ttl: Duration,
     rebroadcast: Duration,
     ready: AtomicBool,
+    /// Set when this node's presence in Redis may differ from its sockets (a write failed, or
+    /// the node was reaped while alive); the upkeep then resynchronises.
+    resync_needed: AtomicBool,
     /// Departures found while cleaning up after a previous process with this node id; handed
     /// out by the first `maintain`, when the app is ready to announce them.
     pending: Mutex<Vec<Departure>>,
@@ -265,6 +268,7 @@ impl RedisBackplane {
             typing_ttl,
             rebroadcast,
             ready: AtomicBool::new(true),
+            resync_needed: AtomicBool::new(false),
             pending: Mutex::default(),
             ops: Script::new(OPS_LUA),
             started_at: Utc::now(),
@@ -403,7 +407,11 @@ fn now_ms() -> u64 {
 impl Backplane for RedisBackplane {
     async fn socket_connected(&self, user: &UserId, socket: &str) -> Result<bool, BackplaneError> {
         let args = [user.as_str(), socket, &self.node_id];
-        Ok(self.run::<i64>("connect", &args).await? == 1)
+        let first = self.run::<i64>("connect", &args).await;
+        if first.is_err() {
+            self.resync_needed.store(true, Ordering::SeqCst);
+        }
+        Ok(first? == 1)
     }
 
     async fn socket_disconnected(
@@ -412,7 +420,32 @@ impl Backplane for RedisBackplane {
         socket: &str,
     ) -> Result<bool, BackplaneError> {
         let args = [user.as_str(), socket, &self.node_id];
-        Ok(self.run::<i64>("disconnect", &args).await? == 1)
+        let last = self.run::<i64>("disconnect", &args).await;
+        if last.is_err() {
+            self.resync_needed.store(true, Ordering::SeqCst);
+        }
+        Ok(last? == 1)
+    }
+
+    fn take_resync_needed(&self) -> bool {
+        self.resync_needed.swap(false, Ordering::SeqCst)
+    }
+
+    async fn node_sockets(&self) -> Result<Vec<(UserId, String)>, BackplaneError> {
+        let key = format!("{}node:{}:sockets", self.prefix, self.node_id);
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(to_error)?;
+        Ok(members
+            .iter()
+            .filter_map(|m| {
+                let (user, socket) = m.split_once('\n')?;
+                Some((UserId::parse(user).ok()?, socket.to_owned()))
+            })
+            .collect())
     }
 
     async fn online(&self, users: &[UserId]) -> Result<Vec<bool>, BackplaneError> {
@@ -491,8 +524,9 @@ impl Backplane for RedisBackplane {
         if self.heartbeat().await? {
             tracing::warn!(
                 node = %self.node_id,
-                "this node was presumed dead and reaped; its sockets count as offline until they reconnect"
+                "this node was presumed dead and reaped; registering its sockets again"
             );
+            self.resync_needed.store(true, Ordering::SeqCst);
         }
         let mut departures = std::mem::take(&mut *self.pending_lock());
         let dead: Vec<String> = self.run("claim_dead", &[&self.node_id]).await?;

@@ -83,13 +83,12 @@ pub async fn keep_cluster_presence(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let was_ready = app.backplane.is_ready();
         match app.backplane.maintain().await {
             Ok(departures) => {
                 app.metrics.presence_sweeps.inc();
                 app.metrics.users_reaped.inc_by(departures.len() as u64);
                 announce_departures(&app, &io, departures).await;
-                if !was_ready {
+                if app.backplane.take_resync_needed() {
                     resync_local_sockets(&app, &io).await;
                 }
             }
@@ -128,17 +127,50 @@ pub async fn announce_departures(
     }
 }
 
-/// After the backplane comes back, the sockets that connected while it was away are unknown to
-/// the rest of the cluster: register every local socket again.
+/// After an outage (or after being presumed dead), make this node's presence entries match its
+/// live sockets again: register the sockets Redis does not know, forget the ones that are gone,
+/// and announce whoever came online or went offline meanwhile.
 async fn resync_local_sockets(app: &AppState, io: &SocketIo) {
-    let sockets = io.local().sockets();
+    let registered = match app.backplane.node_sockets().await {
+        Ok(registered) => registered,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence resync postponed");
+            return;
+        }
+    };
+    let live: Vec<(SocketRef, std::sync::Arc<super::Session>)> = io
+        .local()
+        .sockets()
+        .into_iter()
+        .filter_map(|s| {
+            s.extensions
+                .get::<std::sync::Arc<super::Session>>()
+                .map(|session| (s, session))
+        })
+        .collect();
     tracing::info!(
-        sockets = sockets.len(),
-        "backplane back; re-registering local sockets"
+        live = live.len(),
+        registered = registered.len(),
+        "resynchronising presence"
     );
-    for socket in sockets {
-        if let Some(session) = socket.extensions.get::<std::sync::Arc<super::Session>>() {
-            socket_connected(app, io, &socket, &session.identity).await;
+    for (user, socket_id) in &registered {
+        if !live.iter().any(|(s, _)| s.id.to_string() == *socket_id) {
+            match app.backplane.socket_disconnected(user, socket_id).await {
+                Ok(true) => {
+                    super::typing::stop_everywhere(app, io, user).await;
+                    announce(app, io, user, "offline").await;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "presence resync incomplete"),
+            }
+        }
+    }
+    for (socket, session) in &live {
+        let known = registered
+            .iter()
+            .any(|(_, id)| *id == socket.id.to_string());
+        if !known {
+            socket_connected(app, io, socket, &session.identity).await;
         }
     }
 }
