@@ -11,6 +11,9 @@ command -v node >/dev/null || fail "Node.js 20+ is required (apt-get install -y 
 if command -v pg_isready >/dev/null; then
   pg_isready -d "$PG_URL" -q || fail "Postgres is not answering at $PG_URL; start it with: pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start"
 fi
+command -v redis-server >/dev/null || fail "redis-server is required (the cluster tests start their own): apt-get install -y redis-server"
+export PATH="$PATH:/usr/sbin"
+command -v nginx >/dev/null || fail "nginx is required for the cluster tests: apt-get install -y nginx"
 CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
 [ -x "$CHROMIUM_PATH" ] || fail "Chromium is required for the browser test at $CHROMIUM_PATH; install it with: apt-get update && apt-get install -y chromium"
 
@@ -26,6 +29,9 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 npm test
+
+echo "== Cluster: three nodes, their own Redis, one Postgres database, nginx"
+npm run test:cluster
 
 echo "== Browser test of the demo page (headless Chromium)"
 CHROMIUM_PATH="$CHROMIUM_PATH" npm run test:browser
