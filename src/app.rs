@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenKeys;
 use crate::backplane::{
-    Adapter, Backplane, BackplaneDriver, LocalBackplane, ReconnectingDriver, RedisBackplane,
+    Adapter, Backplane, BackplaneDriver, InstrumentedBackplane, LocalBackplane, ReconnectingDriver,
+    RedisBackplane,
 };
 use crate::config::Settings;
 use crate::limits::ConnectionLimiter;
@@ -47,6 +48,12 @@ impl Application {
             system,
         ));
         let (backplane, driver) = connect_backplane(&settings).await?;
+        // In-process state needs no spans; Redis calls are worth seeing in a trace.
+        let backplane: Arc<dyn Backplane> = if settings.redis.is_some() {
+            Arc::new(InstrumentedBackplane::new(backplane, metrics.clone()))
+        } else {
+            backplane
+        };
         let limits = &settings.limits;
         let state = AppState {
             tokens: Arc::new(TokenKeys::new(&settings.jwt_secret)),

@@ -10,6 +10,7 @@
 
 mod adapter;
 pub mod driver;
+mod instrumented;
 mod local;
 mod redis;
 
@@ -22,6 +23,7 @@ use crate::domain::{RoomId, UserId};
 
 pub use adapter::{Adapter, BackplaneDriver, SocketIo, SocketRef};
 pub use driver::ReconnectingDriver;
+pub use instrumented::InstrumentedBackplane;
 pub use local::LocalBackplane;
 pub use redis::RedisBackplane;
 

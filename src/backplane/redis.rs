@@ -289,8 +289,11 @@ impl RedisBackplane {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Any failure marks the backplane down; only a heartbeat brings it back (see `heartbeat`).
     fn track<T>(&self, result: RedisResult<T>) -> Result<T, BackplaneError> {
-        self.ready.store(result.is_ok(), Ordering::Relaxed);
+        if result.is_err() {
+            self.ready.store(false, Ordering::Relaxed);
+        }
         result.map_err(to_error)
     }
 
@@ -329,10 +332,16 @@ impl RedisBackplane {
 
     /// Refreshes this node's heartbeat; true when the node had to re-register, i.e. others
     /// presumed it dead and reaped it.
+    ///
+    /// Only this marks the backplane ready again after a failure: the upkeep compares readiness
+    /// before and after `maintain` to re-register the local sockets once Redis is back, and a
+    /// typing sweep or a stats read that happens to succeed first must not hide the outage.
     async fn heartbeat(&self) -> Result<bool, BackplaneError> {
         let ttl = self.node_timeout.as_millis().max(1).to_string();
         let args = [self.node_id.as_str(), &ttl];
-        Ok(self.run::<i64>("heartbeat", &args).await? == 1)
+        let rejoined = self.run::<i64>("heartbeat", &args).await? == 1;
+        self.ready.store(true, Ordering::Relaxed);
+        Ok(rejoined)
     }
 
     /// Forgets every socket of `node`, in batches, returning who went offline. `claimed`: a
