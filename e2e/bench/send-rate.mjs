@@ -28,7 +28,7 @@ if (process.env.TRACING === '1') {
 }
 const server = await startServer({
   name: 'bench',
-  env: { CONFAB_SEND_RATE_PER_SEC: '100000', CONFAB_SEND_BURST: '100000', RUST_LOG: 'warn', ...tracingEnv },
+  env: { CONFAB_SEND_RATE_PER_SEC: '100000', CONFAB_SEND_BURST: '100000', RUST_LOG: 'info', ...tracingEnv },
 });
 const token = async (userId) => {
   const res = await fetch(`${server.url}/api/dev/token`, {
