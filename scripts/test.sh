@@ -33,5 +33,6 @@ npm test
 echo "== Cluster: three nodes, their own Redis, one Postgres database, nginx"
 npm run test:cluster
 
-echo "== Browser test of the demo page (headless Chromium)"
+echo "== Browser tests: the demo page, and the SRE dashboard on a three-node cluster (headless Chromium)"
 CHROMIUM_PATH="$CHROMIUM_PATH" npm run test:browser
+CHROMIUM_PATH="$CHROMIUM_PATH" npm run test:dashboard
