@@ -1,0 +1,172 @@
+local p = ARGV[1]
+local ops = {}
+
+local function drop_typing(room, user)
+  redis.call('ZREM', p .. 'typing:' .. room, user)
+  redis.call('HDEL', p .. 'typing:' .. room .. ':names', user)
+  redis.call('SREM', p .. 'typing-user:' .. user, room)
+  redis.call('ZREM', p .. 'typing-expiry', room .. '\n' .. user)
+  redis.call('DEL', p .. 'typing-bcast:' .. room .. ':' .. user)
+end
+
+function ops.stop_all(user)
+  local rooms = redis.call('SMEMBERS', p .. 'typing-user:' .. user)
+  for _, room in ipairs(rooms) do drop_typing(room, user) end
+  return rooms
+end
+
+-- Returns 1 when the node had to rejoin `nodes`.
+function ops.heartbeat(node, ttl_ms)
+  redis.call('SET', p .. 'node:' .. node .. ':alive', '1', 'PX', ttl_ms)
+  return redis.call('SADD', p .. 'nodes', node)
+end
+
+function ops.leave(node)
+  redis.call('DEL', p .. 'node:' .. node .. ':alive')
+  redis.call('DEL', p .. 'node:' .. node .. ':info')
+  return redis.call('SREM', p .. 'nodes', node)
+end
+
+-- The other nodes without heartbeat that this caller claimed: the claim lets one node reap,
+-- and lapses should that node die midway.
+function ops.claim_dead(me)
+  local out = {}
+  for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
+    if node ~= me and redis.call('EXISTS', p .. 'node:' .. node .. ':alive') == 0
+       and redis.call('SET', p .. 'node:' .. node .. ':reaping', '1', 'NX', 'EX', 30) then
+      table.insert(out, node)
+    end
+  end
+  return out
+end
+
+function ops.connect(user, sock, node)
+  local ukey = p .. 'user:' .. user
+  local first = redis.call('HLEN', ukey) == 0
+  redis.call('HSET', ukey, sock, node)
+  redis.call('SADD', p .. 'node:' .. node .. ':sockets', user .. '\n' .. sock)
+  redis.call('SADD', p .. 'online', user)
+  return first and 1 or 0
+end
+
+function ops.disconnect(user, sock, node)
+  local ukey = p .. 'user:' .. user
+  local removed = redis.call('HDEL', ukey, sock) == 1
+  redis.call('SREM', p .. 'node:' .. node .. ':sockets', user .. '\n' .. sock)
+  local gone = redis.call('HLEN', ukey) == 0
+  if gone then redis.call('SREM', p .. 'online', user) end
+  return (removed and gone) and 1 or 0
+end
+
+-- Returns {done, {{user, typing rooms...}...}}. Popping makes a racing second reaper see each
+-- socket at most once, and a field only goes while it still names the dead node. A claimed
+-- (foreign) node whose heartbeat came back, restarted with the same id after dropping its own
+-- stale entries, is left alone.
+function ops.reap(node, batch, claimed)
+  local nkey = p .. 'node:' .. node
+  local out = {}
+  local done = claimed == '1' and redis.call('EXISTS', nkey .. ':alive') == 1
+  if not done then
+    for _, m in ipairs(redis.call('SPOP', nkey .. ':sockets', tonumber(batch))) do
+      local nl = string.find(m, '\n', 1, true)
+      if nl then
+        local user, sock = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
+        local ukey = p .. 'user:' .. user
+        if redis.call('HGET', ukey, sock) == node then
+          redis.call('HDEL', ukey, sock)
+          if redis.call('HLEN', ukey) == 0 then
+            redis.call('SREM', p .. 'online', user)
+            local entry = {user}
+            for _, room in ipairs(ops.stop_all(user)) do table.insert(entry, room) end
+            table.insert(out, entry)
+          end
+        end
+      end
+    end
+    done = redis.call('SCARD', nkey .. ':sockets') == 0
+    if done then redis.call('SREM', p .. 'nodes', node) end
+  end
+  if done and claimed == '1' then redis.call('DEL', nkey .. ':reaping') end
+  return {done and 1 or 0, out}
+end
+
+function ops.typing_start(room, user, name, now, expiry, rebroadcast_ms)
+  local rkey = p .. 'typing:' .. room
+  local score = redis.call('ZSCORE', rkey, user)
+  local active = score and tonumber(score) > tonumber(now)
+  redis.call('ZADD', rkey, expiry, user)
+  redis.call('HSET', rkey .. ':names', user, name)
+  redis.call('SADD', p .. 'typing-user:' .. user, room)
+  redis.call('ZADD', p .. 'typing-expiry', expiry, room .. '\n' .. user)
+  local bkey = p .. 'typing-bcast:' .. room .. ':' .. user
+  if not active then
+    redis.call('SET', bkey, '1', 'PX', rebroadcast_ms)
+    return 1
+  end
+  return redis.call('SET', bkey, '1', 'NX', 'PX', rebroadcast_ms) and 1 or 0
+end
+
+-- Reports an entry that ran out but is not claimed yet, as the local backplane does: removing
+-- it takes it from the expiry sweep, so this caller owes its `typing:stop`.
+function ops.typing_stop(room, user)
+  local present = redis.call('ZSCORE', p .. 'typing:' .. room, user)
+  drop_typing(room, user)
+  return present and 1 or 0
+end
+
+-- Returns user, name, user, name...
+function ops.typers(room, now)
+  local rkey = p .. 'typing:' .. room
+  local out = {}
+  for _, u in ipairs(redis.call('ZRANGEBYSCORE', rkey, '(' .. now, '+inf')) do
+    table.insert(out, u)
+    table.insert(out, redis.call('HGET', rkey .. ':names', u) or u)
+  end
+  return out
+end
+
+-- Removing the global member is the claim, so one sweep owns each expiry; a room score past
+-- now means a refresh won, and the member goes back.
+function ops.take_expired(now, limit)
+  local gkey = p .. 'typing-expiry'
+  local out = {}
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', gkey, '-inf', now, 'LIMIT', 0, limit)) do
+    local nl = string.find(m, '\n', 1, true)
+    if redis.call('ZREM', gkey, m) == 1 and nl then
+      local room, user = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
+      local score = redis.call('ZSCORE', p .. 'typing:' .. room, user)
+      if score and tonumber(score) > tonumber(now) then
+        redis.call('ZADD', gkey, score, m)
+      elseif score then
+        drop_typing(room, user)
+        table.insert(out, m)
+      end
+    end
+  end
+  return out
+end
+
+-- The node's load for the operations API: field, value pairs, expiring with the heartbeat.
+function ops.publish_stats(node, ttl_ms, ...)
+  local key = p .. 'node:' .. node .. ':info'
+  redis.call('HSET', key, ...)
+  redis.call('PEXPIRE', key, ttl_ms)
+  return 1
+end
+
+-- {{node, field, value, ...}, ...} for every node with a heartbeat and published load.
+function ops.nodes_info()
+  local out = {}
+  for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
+    if redis.call('EXISTS', p .. 'node:' .. node .. ':alive') == 1 then
+      local info = redis.call('HGETALL', p .. 'node:' .. node .. ':info')
+      if #info > 0 then
+        table.insert(info, 1, node)
+        table.insert(out, info)
+      end
+    end
+  end
+  return out
+end
+
+return ops[ARGV[2]](unpack(ARGV, 3))
