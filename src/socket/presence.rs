@@ -113,15 +113,7 @@ pub async fn announce_departures(
     for departure in departures {
         tracing::info!(user = %departure.user_id, "user reaped from a departed node");
         for room in departure.typing_rooms {
-            let event = json!({ "roomId": room, "userId": departure.user_id });
-            let sent = io
-                .to(room.socket_room())
-                .except(departure.user_id.socket_room())
-                .emit("typing:stop", &event)
-                .await;
-            if let Err(e) = sent {
-                tracing::warn!(room = %room, error = %e, "typing:stop not delivered");
-            }
+            super::typing::announce_stop(io, room, &departure.user_id).await;
         }
         announce(app, io, &departure.user_id, "offline").await;
     }

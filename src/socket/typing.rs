@@ -106,7 +106,7 @@ pub async fn stop_everywhere(app: &AppState, io: &SocketIo, user: &UserId) {
     }
 }
 
-async fn announce_stop(io: &SocketIo, room: RoomId, user: &UserId) {
+pub(super) async fn announce_stop(io: &SocketIo, room: RoomId, user: &UserId) {
     let event = json!({ "roomId": room, "userId": user });
     emit_except_typer(io, room, user, "typing:stop", &event).await;
 }
