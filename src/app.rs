@@ -34,9 +34,13 @@ impl Application {
     /// Opens storage (applying migrations), builds the backplane and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new(&settings.node_id));
-        let backend = storage::connect(&settings.database_url, settings.database_max_connections)
-            .await
-            .context("opening storage")?;
+        let backend = storage::connect(
+            &settings.database_url,
+            settings.database_max_connections,
+            settings.database_timeout,
+        )
+        .await
+        .context("opening storage")?;
         let system = if settings.database_url.starts_with("sqlite:") {
             "sqlite"
         } else {
@@ -55,6 +59,11 @@ impl Application {
             backplane
         };
         let limits = &settings.limits;
+        // Bounded like the queue in front of it: a stalled delivery stops the writer, which
+        // fills the queue, which refuses sends at once.
+        let (committed, to_deliver) = tokio::sync::mpsc::channel(settings.write.queue.max(1));
+        let (writes, _writer) =
+            storage::WriteQueue::start(store.clone(), settings.write, committed, metrics.clone());
         let state = AppState {
             tokens: Arc::new(TokenKeys::new(&settings.jwt_secret)),
             metrics,
@@ -64,6 +73,8 @@ impl Application {
             ),
             lifecycle: Lifecycle::default(),
             store,
+            writes,
+            seen: storage::SeenRecorder::new(settings.limits.max_connections.max(1024)),
             backplane,
             driver: driver.clone(),
             settings: Arc::new(settings),
@@ -87,6 +98,7 @@ impl Application {
         socket::register(&io)
             .await
             .context("subscribing the Socket.IO adapter")?;
+        tokio::spawn(socket::deliver(io.clone(), to_deliver));
         let router = http::common_layers(http::router(state.clone()).layer(layer));
         let listener = TcpListener::bind(state.settings.listen)
             .await
@@ -121,6 +133,13 @@ impl Application {
             io,
         } = self;
         let background = CancellationToken::new();
+        let seen_stop = CancellationToken::new();
+        let seen_task = tokio::spawn(
+            state
+                .seen
+                .clone()
+                .run(state.store.clone(), seen_stop.clone()),
+        );
         tokio::spawn(socket::expire_typing(
             state.clone(),
             io.clone(),
@@ -176,6 +195,8 @@ impl Application {
             server.abort();
         }
         background.cancel();
+        seen_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), seen_task).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), state.store.close()).await;
         tracing::info!("stopped");
         Ok(())

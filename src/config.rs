@@ -66,6 +66,24 @@ pub struct Config {
     #[arg(long, env = "CONFAB_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
 
+    /// Longest wait for a database connection, in milliseconds: with the database away, sends
+    /// fail with `unavailable` after about this long.
+    #[arg(long, env = "CONFAB_DATABASE_TIMEOUT_MS", default_value_t = 1000)]
+    pub database_timeout_ms: u64,
+
+    /// Messages that may wait for the writer on this node; beyond, sends get `unavailable` at once.
+    #[arg(long, env = "CONFAB_WRITE_QUEUE", default_value_t = 4096)]
+    pub write_queue: usize,
+
+    /// Most messages stored by one transaction (group commit).
+    #[arg(long, env = "CONFAB_WRITE_BATCH", default_value_t = 256)]
+    pub write_batch: usize,
+
+    /// Longest a message may wait for the writer, in milliseconds, before it is refused with
+    /// `unavailable` unwritten (so an overloaded node answers fast rather than late).
+    #[arg(long, env = "CONFAB_WRITE_MAX_WAIT_MS", default_value_t = 500)]
+    pub write_max_wait_ms: u64,
+
     /// Redis for the cluster backplane; unset means a single node with an in-process backplane.
     #[arg(long, env = "CONFAB_REDIS_URL")]
     pub redis_url: Option<Secret>,
@@ -147,6 +165,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub database_url: String,
     pub database_max_connections: u32,
+    /// Longest wait for a database connection.
+    pub database_timeout: Duration,
+    /// Bounds of the message write path.
+    pub write: crate::storage::WriteSettings,
     /// The cluster backplane, when there is one.
     pub redis: Option<RedisSettings>,
     pub node_id: String,
@@ -222,6 +244,15 @@ impl Config {
         if self.database_max_connections == 0 {
             return err("CONFAB_DATABASE_MAX_CONNECTIONS must be at least 1");
         }
+        if !(100..=60_000).contains(&self.database_timeout_ms) {
+            return err("CONFAB_DATABASE_TIMEOUT_MS must be 100-60000");
+        }
+        if self.write_queue == 0 || !(1..=10_000).contains(&self.write_batch) {
+            return err("CONFAB_WRITE_QUEUE must be at least 1 and CONFAB_WRITE_BATCH 1-10000");
+        }
+        if !(10..=60_000).contains(&self.write_max_wait_ms) {
+            return err("CONFAB_WRITE_MAX_WAIT_MS must be 10-60000");
+        }
         let node_id = match self.node_id {
             Some(id) if id.trim().is_empty() || id.len() > 64 => {
                 return err("CONFAB_NODE_ID must be 1-64 characters");
@@ -243,6 +274,12 @@ impl Config {
             listen: self.listen,
             database_url: self.database_url,
             database_max_connections: self.database_max_connections,
+            database_timeout: Duration::from_millis(self.database_timeout_ms),
+            write: crate::storage::WriteSettings {
+                queue: self.write_queue,
+                max_batch: self.write_batch,
+                max_wait: Duration::from_millis(self.write_max_wait_ms),
+            },
             redis: self.redis_url.map(|url| RedisSettings {
                 url,
                 prefix: self.redis_prefix,
@@ -335,6 +372,9 @@ mod tests {
         assert!(parse(&["--node-timeout", "1"]).is_err());
         assert!(parse(&["--api-key", "short"]).is_err());
         assert!(parse(&["--api-key", "0123456789abcdef"]).is_ok());
+        assert!(parse(&["--write-batch", "0"]).is_err());
+        assert!(parse(&["--write-queue", "0"]).is_err());
+        assert!(parse(&["--database-timeout-ms", "5"]).is_err());
     }
 
     #[test]

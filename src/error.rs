@@ -68,9 +68,10 @@ impl From<StorageError> for ChatError {
         match error {
             StorageError::InvalidReply => ChatError::bad_request(error.to_string()),
             StorageError::RoomNotFound => ChatError::NotFound("room not found"),
-            StorageError::Database(
-                ref e @ (sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed),
-            ) => ChatError::Unavailable(anyhow::anyhow!("storage unreachable: {e}")),
+            StorageError::NotMember => ChatError::Forbidden("not a member of this room"),
+            ref e if e.is_unreachable() => {
+                ChatError::Unavailable(anyhow::anyhow!("storage unavailable: {e}"))
+            }
             other => ChatError::Internal(other.into()),
         }
     }
@@ -100,5 +101,14 @@ mod tests {
         );
         let pool = StorageError::Database(sqlx::Error::PoolTimedOut);
         assert_eq!(ChatError::from(pool).code(), "unavailable");
+        assert_eq!(
+            ChatError::from(StorageError::Overloaded).code(),
+            "unavailable"
+        );
+        assert_eq!(ChatError::from(StorageError::NotMember).code(), "forbidden");
+        assert_eq!(
+            ChatError::from(StorageError::WriteFailed).code(),
+            "internal"
+        );
     }
 }

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub event_duration: Family<EventNameLabel, Histogram>,
     /// Messages stored (duplicates by `clientId` excluded).
     pub messages_stored: Counter,
+    /// Messages per write transaction (group commit).
+    pub write_batch_size: Histogram,
+    /// Sends refused unwritten because the write path was full or they waited too long.
+    pub write_refused: Counter,
     /// Events refused by the per-socket rate limits.
     pub rate_limited: Family<EventNameLabel, Counter>,
     /// Typing states that expired without a `typing:stop`.
@@ -110,6 +114,18 @@ impl Metrics {
             "messages_stored",
             "Messages durably stored",
             messages_stored.clone(),
+        );
+        let write_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "write_batch_size",
+            "Messages stored per write transaction",
+            write_batch_size.clone(),
+        );
+        let write_refused = Counter::default();
+        registry.register(
+            "write_refused",
+            "Sends refused unwritten because the write path was full or too slow",
+            write_refused.clone(),
         );
         let rate_limited = Family::<EventNameLabel, Counter>::default();
         registry.register(
@@ -205,6 +221,8 @@ impl Metrics {
             events,
             event_duration,
             messages_stored,
+            write_batch_size,
+            write_refused,
             rate_limited,
             typing_expired,
         }

@@ -11,7 +11,8 @@ use crate::backplane::{Backplane, BackplaneDriver};
 use crate::config::Settings;
 use crate::limits::ConnectionLimiter;
 use crate::metrics::Metrics;
-use crate::storage::Store;
+use crate::socket::Origin;
+use crate::storage::{SeenRecorder, Store, WriteQueue};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -19,6 +20,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Durable storage (Postgres or SQLite).
     pub store: Arc<dyn Store>,
+    /// The message write path: group commit in front of `store`.
+    pub writes: WriteQueue<Origin>,
+    /// Users seen connecting, recorded in batches off the connect path.
+    pub seen: SeenRecorder,
     /// Presence and typing state (in-process or cluster-wide).
     pub backplane: Arc<dyn Backplane>,
     /// Where the Socket.IO adapter publishes emits for other nodes.

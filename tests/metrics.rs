@@ -111,7 +111,7 @@ async fn counters_move_with_events() {
     assert!(
         delta(
             "confab_storage_duration_seconds_count",
-            &[("op", "send_message")]
+            &[("op", "send_batch")]
         ) >= 2.0
     );
     assert!(value(&after, "confab_process_resident_memory_bytes", &[]) > 1_000_000.0);

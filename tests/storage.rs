@@ -8,7 +8,8 @@ use std::time::Duration;
 use confab::domain::{ClientId, DisplayName, MessageText, RoomId, RoomKind, RoomName, UserId};
 use confab::model::{Message, Room};
 use confab::storage::{
-    HistoryQuery, NewMessage, NewRoom, PostgresStore, Sent, SqliteStore, StorageError, Store,
+    HistoryQuery, NewMessage, NewRoom, PostgresStore, SeenUser, Sent, SqliteStore, StorageError,
+    Store,
 };
 use sqlx::Connection;
 use uuid::Uuid;
@@ -41,18 +42,21 @@ impl T {
         client_id: Option<&str>,
         reply_to: Option<Uuid>,
     ) -> Result<Sent, StorageError> {
-        let client_id = client_id.map(|c| ClientId::parse(c).expect("valid client id"));
-        let name = DisplayName::parse(user).expect("valid name");
-        let text = MessageText::parse("hello", 1000).expect("valid text");
-        let msg = NewMessage {
-            room,
-            user: uid(user),
-            name,
-            text,
-            client_id,
-            reply_to,
-        };
-        self.0.send_message(msg).await
+        self.0
+            .send_message(new_message(room, user, client_id, reply_to))
+            .await
+    }
+
+    async fn seen(&self, users: &[(&str, &str)]) {
+        let users: Vec<SeenUser> = users
+            .iter()
+            .map(|(id, name)| SeenUser {
+                user: uid(id),
+                name: DisplayName::parse(name).expect("valid name"),
+                at: chrono::Utc::now(),
+            })
+            .collect();
+        self.0.record_seen(&users).await.expect("record_seen");
     }
 
     async fn send(&self, room: RoomId, user: &str) -> Message {
@@ -101,6 +105,22 @@ impl T {
             .into_iter()
             .map(|m| (m.user_id.to_string(), m.name))
             .collect()
+    }
+}
+
+fn new_message(
+    room: RoomId,
+    user: &str,
+    client_id: Option<&str>,
+    reply_to: Option<Uuid>,
+) -> NewMessage {
+    NewMessage {
+        room,
+        user: uid(user),
+        name: DisplayName::parse(user).expect("valid name"),
+        text: MessageText::parse("hello", 1000).expect("valid text"),
+        client_id: client_id.map(|c| ClientId::parse(c).expect("valid client id")),
+        reply_to,
     }
 }
 
@@ -383,8 +403,7 @@ async fn rooms_of_ordering(t: T) {
 
 async fn membership_and_unread(t: T) {
     t.0.ping().await.expect("ping");
-    let alice = DisplayName::parse("Alice").expect("name");
-    t.0.upsert_user(&uid("a"), &alice).await.expect("upsert");
+    t.seen(&[("a", "Alice")]).await;
     let room = t.room(RoomKind::Private, "a", &["c", "b"]).await;
     let seen = t.view(room, "a").await;
     assert_eq!((seen.member_count, seen.last_seq, seen.unread), (3, 0, 0));
@@ -392,8 +411,7 @@ async fn membership_and_unread(t: T) {
         (seen.kind, seen.name.as_str(), seen.last_message),
         (RoomKind::Private, "room", None)
     );
-    let bob = DisplayName::parse("Bob").expect("name");
-    t.0.upsert_user(&uid("b"), &bob).await.expect("upsert");
+    t.seen(&[("b", "Bob")]).await;
     assert_eq!(
         t.names(room).await,
         pairs(&[("a", "Alice"), ("b", "Bob"), ("c", "c")])
@@ -421,6 +439,166 @@ async fn membership_and_unread(t: T) {
     assert!(!t.0.remove_member(room, &d).await.expect("remove again"));
     assert_eq!(t.view(room, "a").await.member_count, 3);
     assert!(t.listed("d").await.is_empty());
+}
+
+/// One batch, every outcome at once: each message is judged on its own, accepted ones get
+/// their room's next seqs in batch order, and a clientId repeated within the batch is stored once.
+async fn batches_judge_each_message(t: T) {
+    let a = t.room(RoomKind::Private, "a", &["b"]).await;
+    let b = t.room(RoomKind::Private, "a", &[]).await;
+    let before = t.send_with(a, "a", Some("old"), None).await.expect("send");
+    let batch = vec![
+        new_message(a, "a", Some("c1"), None),
+        new_message(a, "b", None, None),
+        new_message(a, "stranger", None, None),
+        new_message(RoomId::new(), "a", None, None),
+        new_message(a, "a", None, Some(Uuid::now_v7())),
+        new_message(b, "a", None, None),
+        new_message(a, "a", Some("c1"), None),
+        new_message(a, "a", Some("old"), None),
+        new_message(a, "b", None, Some(before.message.id)),
+    ];
+    let outcomes = t.0.send_batch(&batch).await.expect("send_batch");
+    let summary: Vec<String> = outcomes
+        .iter()
+        .map(|o| match o {
+            Ok(sent) => format!(
+                "{}{}",
+                sent.message.seq,
+                if sent.duplicate { "d" } else { "" }
+            ),
+            Err(e) => format!("{e:?}"),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "2",
+            "3",
+            "NotMember",
+            "RoomNotFound",
+            "InvalidReply",
+            "1",
+            "2d",
+            "1d",
+            "4"
+        ]
+    );
+    let first = outcomes[0].as_ref().expect("stored");
+    assert_eq!(outcomes[6].as_ref().expect("repeat").message, first.message);
+    assert_eq!(
+        outcomes[8].as_ref().expect("reply").message.reply_to,
+        Some(before.message.id)
+    );
+    assert_eq!(
+        t.page(a, None, Some(0), 200).await,
+        (vec![1, 2, 3, 4], false)
+    );
+    assert_eq!(t.page(b, None, Some(0), 200).await, (vec![1], false));
+    let (seen_a, seen_b) = (t.view(a, "a").await, t.view(a, "b").await);
+    assert_eq!(
+        (seen_a.last_seq, seen_a.unread),
+        (4, 2),
+        "a's mark moved to 2"
+    );
+    assert_eq!(seen_b.unread, 0, "b's mark moved to 4");
+    assert_eq!(t.0.send_batch(&[]).await.expect("empty batch").len(), 0);
+}
+
+/// Batches from many writers (as from many nodes), each touching several rooms in its own
+/// order, neither deadlock nor leave gaps.
+async fn concurrent_batches_stay_gapless(t: T) {
+    let mut rooms = Vec::new();
+    for _ in 0..4 {
+        rooms.push(
+            t.room(RoomKind::Public, "w0", &["w1", "w2", "w3", "w4", "w5"])
+                .await,
+        );
+    }
+    let rooms = Arc::new(rooms);
+    let sent = concurrently(6, |w| {
+        let (t, rooms) = (t.clone(), rooms.clone());
+        async move {
+            let mut stored = 0;
+            for round in 0..8 {
+                let batch: Vec<NewMessage> = (0..10)
+                    .map(|k| {
+                        let room = rooms[(w + round + k * (w + 1)) % rooms.len()];
+                        new_message(room, &format!("w{w}"), None, None)
+                    })
+                    .collect();
+                let outcomes = t.0.send_batch(&batch).await.expect("send_batch");
+                stored += outcomes.iter().filter(|o| o.is_ok()).count();
+            }
+            stored
+        }
+    });
+    let sent = tokio::time::timeout(Duration::from_secs(60), sent)
+        .await
+        .expect("batches finish (no deadlock)");
+    assert_eq!(sent.iter().sum::<usize>(), 6 * 8 * 10);
+    let mut total = 0;
+    for room in rooms.iter() {
+        let (seqs, _) = t.page(*room, None, Some(0), 200).await;
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "gapless");
+        assert_eq!(t.view(*room, "w0").await.last_seq, seqs.len() as i64);
+        total += seqs.len();
+    }
+    assert_eq!(total, 480);
+}
+
+/// A send racing its sender's leave is stored before the leave or refused, never stored after.
+async fn send_racing_leave(t: T) {
+    let room = t.room(RoomKind::Public, "owner", &["leaver"]).await;
+    let sends = concurrently(20, |i| {
+        let t = t.clone();
+        async move {
+            if i == 10 {
+                let left = t.0.remove_member(room, &uid("leaver")).await;
+                assert!(left.expect("remove_member"));
+                return None;
+            }
+            Some(t.send_with(room, "leaver", None, None).await)
+        }
+    })
+    .await;
+    let mut stored: Vec<i64> = Vec::new();
+    for outcome in sends.into_iter().flatten() {
+        match outcome {
+            Ok(sent) => stored.push(sent.message.seq),
+            Err(StorageError::NotMember) => {}
+            Err(e) => panic!("unexpected outcome {e:?}"),
+        }
+    }
+    stored.sort_unstable();
+    let (history, _) = t.page(room, None, Some(0), 200).await;
+    assert_eq!(history, stored, "exactly the acknowledged sends are stored");
+    let after = t.send_with(room, "leaver", None, None).await;
+    assert_eq!(error_of(after), "NotMember");
+    assert_eq!(t.view(room, "owner").await.last_seq, stored.len() as i64);
+}
+
+/// Last-seen records: names follow the newest record, one statement takes many users.
+async fn seen_users_are_recorded_in_batches(t: T) {
+    let room = t.room(RoomKind::Private, "s1", &["s2"]).await;
+    t.seen(&[("s1", "First"), ("s2", "Second"), ("s3", "Third")])
+        .await;
+    t.seen(&[("s1", "Renamed")]).await;
+    assert_eq!(
+        t.names(room).await,
+        pairs(&[("s1", "Renamed"), ("s2", "Second")])
+    );
+    let many: Vec<(String, String)> = (0..500)
+        .map(|i| (format!("m{i}"), format!("M{i}")))
+        .collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    t.seen(&many).await;
+    t.0.add_member(room, &uid("m499")).await.expect("add");
+    assert!(
+        t.names(room)
+            .await
+            .contains(&("m499".to_owned(), "M499".to_owned()))
+    );
 }
 
 async fn with_sqlite<F: Future<Output = ()>>(check: impl FnOnce(T) -> F) {
@@ -498,7 +676,7 @@ async fn with_postgres<F: Future<Output = ()>>(check: impl FnOnce(T) -> F) {
     // Small pools: all tests run at once against the same server.
     let url = with_database(&admin_url, &name);
     let store = Arc::new(
-        PostgresStore::connect(&url, 5)
+        PostgresStore::connect(&url, 5, Duration::from_secs(10))
             .await
             .expect("open postgres"),
     );
@@ -528,4 +706,8 @@ on_both_backends!(
     read_marks,
     rooms_of_ordering,
     membership_and_unread,
+    batches_judge_each_message,
+    concurrent_batches_stay_gapless,
+    send_racing_leave,
+    seen_users_are_recorded_in_batches,
 );

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::handler::{Ctx, Outcome};
 use super::payload;
-use super::rooms::require_member;
+use super::rooms::require_joined;
 use crate::error::ChatError;
 use crate::metrics::EventNameLabel;
 use crate::storage::{HistoryQuery, NewMessage};
@@ -21,35 +21,30 @@ pub async fn send(ctx: Ctx, payload: Value) -> Outcome {
             .inc();
         return Err(ChatError::RateLimited);
     }
-    require_member(&ctx, parsed.room).await?;
+    // The fast check; storage checks membership again inside the write.
+    require_joined(&ctx, parsed.room).await?;
     let user = ctx.user();
+    let message = NewMessage {
+        room: parsed.room,
+        user: user.user_id.clone(),
+        name: user.name.clone(),
+        text: parsed.text,
+        client_id: parsed.client_id,
+        reply_to: parsed.reply_to,
+    };
+    // Answered once committed; `message:new` goes out from the delivery task (socket/delivery.rs).
     let sent = ctx
         .app
-        .store
-        .send_message(NewMessage {
-            room: parsed.room,
-            user: user.user_id.clone(),
-            name: user.name.clone(),
-            text: parsed.text,
-            client_id: parsed.client_id,
-            reply_to: parsed.reply_to,
-        })
+        .writes
+        .send(message, Some(ctx.socket.clone()))
         .await?;
-    // Stored and committed: only now may anyone hear of it.
-    if !sent.duplicate {
-        ctx.app.metrics.messages_stored.inc();
-        let room = parsed.room.socket_room();
-        if let Err(e) = ctx.socket.to(room).emit("message:new", &sent.message).await {
-            tracing::warn!(room = %parsed.room, error = %e, "message:new not delivered");
-        }
-    }
     tracing::debug!(room = %parsed.room, seq = sent.message.seq, duplicate = sent.duplicate, "message stored");
     Ok(json!({ "ok": true, "message": sent.message }))
 }
 
 pub async fn history(ctx: Ctx, payload: Value) -> Outcome {
     let parsed = payload::history(payload)?;
-    require_member(&ctx, parsed.room).await?;
+    require_joined(&ctx, parsed.room).await?;
     let query = HistoryQuery {
         before_seq: parsed.before_seq,
         after_seq: parsed.after_seq,
@@ -61,7 +56,7 @@ pub async fn history(ctx: Ctx, payload: Value) -> Outcome {
 
 pub async fn read(ctx: Ctx, payload: Value) -> Outcome {
     let (room, seq) = payload::read(payload)?;
-    require_member(&ctx, room).await?;
+    require_joined(&ctx, room).await?;
     let user = &ctx.user().user_id;
     let mark = ctx.app.store.mark_read(room, user, seq).await?;
     if mark.moved {

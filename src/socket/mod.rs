@@ -3,6 +3,7 @@
 //! Rooms are Socket.IO rooms: `user:{id}` holds every socket of a user and `room:{uuid}` every
 //! socket of every member, so emits reach the right sockets without a map of our own.
 
+mod delivery;
 mod handler;
 mod messages;
 mod payload;
@@ -25,6 +26,7 @@ use socketioxide::socket::DisconnectReason;
 
 use crate::limits::Rate;
 use crate::state::AppState;
+pub use delivery::{Origin, deliver};
 pub use handler::Session;
 pub use presence::{announce_departures, keep_cluster_presence};
 pub use typing::expire_typing;
@@ -92,20 +94,17 @@ async fn admit_inner(
         security::auth_failure(app, peer, &e);
         ConnectRefusal::Unauthorized
     })?;
-    let joined = async {
-        app.store
-            .upsert_user(&identity.user_id, &identity.name)
-            .await?;
-        app.store.room_ids_of(&identity.user_id).await
-    }
-    .await;
-    let rooms = joined.map_err(|e| {
+    // The one storage call of a connect: the user's rooms, so that no event is missed. The
+    // user's name and last-seen time are written later, in batches.
+    let rooms = app.store.room_ids_of(&identity.user_id).await;
+    let rooms = rooms.map_err(|e| {
         tracing::error!(user = %identity.user_id, error = %e, "connection refused: storage");
         ConnectRefusal::Draining
     })?;
     let mut socket_rooms: Vec<String> = rooms.iter().map(|r| r.socket_room()).collect();
     socket_rooms.push(identity.user_id.socket_room());
     socket.join(socket_rooms);
+    app.seen.saw(&identity);
     security::watch(socket, app, identity.user_id.as_str(), peer);
     let limits = &app.settings.limits;
     socket.extensions.insert(Arc::new(Session {

@@ -3,6 +3,7 @@
 use crate::backplane::SocketIo;
 use crate::backplane::SocketRef;
 use serde_json::{Value, json};
+use socketioxide_core::adapter::Room;
 
 use super::handler::{Ctx, Outcome};
 use super::payload;
@@ -39,7 +40,7 @@ pub async fn socket_connected(app: &AppState, io: &SocketIo, socket: &SocketRef,
         .socket_connected(&user.user_id, &socket.id.to_string())
         .await
     {
-        Ok(true) => announce(app, io, &user.user_id, "online").await,
+        Ok(true) => announce_to(io, &user.user_id, "online", socket.rooms()).await,
         Ok(false) => {}
         Err(e) => tracing::error!(user = %user.user_id, error = %e, "presence not recorded"),
     }
@@ -66,7 +67,9 @@ pub async fn socket_disconnected(
         return;
     }
     super::typing::stop_everywhere(app, io, &user.user_id).await;
-    announce(app, io, &user.user_id, "offline").await;
+    // The socket is still in its rooms (they are left after this handler): its user room and
+    // every chat room of the user, the audience of the update, without asking storage.
+    announce_to(io, &user.user_id, "offline", socket.rooms()).await;
 }
 
 /// Background task of every node: keeps this node's heartbeat fresh, announces the departure of
@@ -167,7 +170,8 @@ async fn resync_local_sockets(app: &AppState, io: &SocketIo) {
     }
 }
 
-/// Sends `presence:update` to every room of the user and to the user's own sockets.
+/// Sends `presence:update` to every room of the user and to the user's own sockets, for a user
+/// with no local socket to learn the rooms from (reaped, or gone during an outage).
 async fn announce(app: &AppState, io: &SocketIo, user: &UserId, status: &str) {
     let rooms = match app.store.room_ids_of(user).await {
         Ok(rooms) => rooms,
@@ -176,8 +180,13 @@ async fn announce(app: &AppState, io: &SocketIo, user: &UserId, status: &str) {
             return;
         }
     };
-    let mut targets: Vec<String> = rooms.iter().map(|r| r.socket_room()).collect();
-    targets.push(user.socket_room());
+    let mut targets: Vec<Room> = rooms.iter().map(|r| Room::from(r.socket_room())).collect();
+    targets.push(Room::from(user.socket_room()));
+    announce_to(io, user, status, targets).await;
+}
+
+/// Sends `presence:update` to `targets`: the user's own room and chat rooms.
+async fn announce_to(io: &SocketIo, user: &UserId, status: &str, targets: Vec<Room>) {
     let update = json!({ "userId": user, "status": status });
     if let Err(e) = io.to(targets).emit("presence:update", &update).await {
         tracing::warn!(user = %user, error = %e, "presence:update not delivered");

@@ -28,6 +28,26 @@ pub async fn require_member(ctx: &Ctx, room: RoomId) -> Result<RoomKind, ChatErr
     Ok(kind)
 }
 
+/// Checks membership the cheap way first: a member's sockets are in the room's Socket.IO room
+/// (the contract keeps that true across the cluster), so a member in good standing costs no
+/// storage call. Only a socket outside the room asks storage, to tell `not_found` from
+/// `forbidden`, or to heal a socket that missed its join.
+pub async fn require_joined(ctx: &Ctx, room: RoomId) -> Result<(), ChatError> {
+    let name = room.socket_room();
+    if ctx
+        .socket
+        .rooms()
+        .iter()
+        .any(|joined| joined.as_ref() == name.as_str())
+    {
+        tracing::Span::current().record("room", tracing::field::display(room));
+        return Ok(());
+    }
+    require_member(ctx, room).await?;
+    ctx.socket.join(name);
+    Ok(())
+}
+
 /// Makes every socket of `users`, on every node, join the room, then tells them (except the
 /// acting socket) with `room:added`.
 async fn add_sockets(ctx: &Ctx, users: &[&UserId], room: &Room) {
@@ -166,7 +186,7 @@ pub async fn list(ctx: Ctx, payload: Value) -> Outcome {
 
 pub async fn members(ctx: Ctx, payload: Value) -> Outcome {
     let room_id = payload::room_only(payload)?;
-    require_member(&ctx, room_id).await?;
+    require_joined(&ctx, room_id).await?;
     let records = ctx.app.store.members(room_id).await?;
     let ids: Vec<UserId> = records.iter().map(|m| m.user_id.clone()).collect();
     let online = ctx

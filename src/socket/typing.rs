@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::handler::{Ctx, Outcome};
 use super::payload;
-use super::rooms::require_member;
+use super::rooms::require_joined;
 use crate::backplane::Typer;
 use crate::domain::{RoomId, UserId};
 use crate::error::ChatError;
@@ -32,7 +32,7 @@ fn limited(ctx: &Ctx, event: &str) -> Result<(), ChatError> {
 pub async fn start(ctx: Ctx, payload: Value) -> Outcome {
     let room = payload::room_only(payload)?;
     limited(&ctx, "typing:start")?;
-    require_member(&ctx, room).await?;
+    require_joined(&ctx, room).await?;
     let user = ctx.user();
     let typer = Typer {
         user_id: user.user_id.clone(),
@@ -54,7 +54,7 @@ pub async fn start(ctx: Ctx, payload: Value) -> Outcome {
 pub async fn stop(ctx: Ctx, payload: Value) -> Outcome {
     let room = payload::room_only(payload)?;
     limited(&ctx, "typing:stop")?;
-    require_member(&ctx, room).await?;
+    require_joined(&ctx, room).await?;
     let user = &ctx.user().user_id;
     let was_typing = ctx
         .app
@@ -71,7 +71,7 @@ pub async fn stop(ctx: Ctx, payload: Value) -> Outcome {
 /// `room:typing`: everyone typing, the caller included.
 pub async fn list(ctx: Ctx, payload: Value) -> Outcome {
     let room = payload::room_only(payload)?;
-    require_member(&ctx, room).await?;
+    require_joined(&ctx, room).await?;
     let typers = ctx
         .app
         .backplane

@@ -8,8 +8,11 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tracing::Instrument;
 
-use super::{HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadMark, Sent, StorageError, Store};
-use crate::domain::{DisplayName, RoomId, RoomKind, UserId};
+use super::{
+    HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadMark, SeenUser, SendOutcome, StorageError,
+    Store,
+};
+use crate::domain::{RoomId, RoomKind, UserId};
 use crate::metrics::{Metrics, OpLabel};
 use crate::model::{MemberRecord, Room};
 
@@ -49,7 +52,10 @@ impl InstrumentedStore {
             .get_or_create(&label)
             .observe(started.elapsed().as_secs_f64());
         if let Err(e) = &result
-            && matches!(e, StorageError::Database(_) | StorageError::Migration(_))
+            && matches!(
+                e,
+                StorageError::Database(_) | StorageError::Migration(_) | StorageError::WriteFailed
+            )
         {
             self.metrics.storage_errors.get_or_create(&label).inc();
         }
@@ -63,8 +69,8 @@ impl Store for InstrumentedStore {
         self.observe("ping", self.inner.ping()).await
     }
 
-    async fn upsert_user(&self, user: &UserId, name: &DisplayName) -> Result<(), StorageError> {
-        self.observe("upsert_user", self.inner.upsert_user(user, name))
+    async fn record_seen(&self, users: &[SeenUser]) -> Result<(), StorageError> {
+        self.observe("record_seen", self.inner.record_seen(users))
             .await
     }
 
@@ -114,8 +120,8 @@ impl Store for InstrumentedStore {
         self.observe("members", self.inner.members(room)).await
     }
 
-    async fn send_message(&self, message: NewMessage) -> Result<Sent, StorageError> {
-        self.observe("send_message", self.inner.send_message(message))
+    async fn send_batch(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>, StorageError> {
+        self.observe("send_batch", self.inner.send_batch(batch))
             .await
     }
 

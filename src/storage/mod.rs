@@ -1,11 +1,19 @@
 //! Durable storage of users, rooms, members and messages.
 //!
 //! Two backends implement [`Store`] with one behaviour: Postgres for clusters and an SQLite file
-//! for the single-node default. The integration suite runs against both.
+//! for the single-node default. The integration suite runs against both. What they share (SQL
+//! text, row decoding, paging) is in `sql.rs`; each backend keeps only what differs.
+//!
+//! Messages are written in batches ([`Store::send_batch`]): `writer.rs` groups the messages that
+//! arrive together on a node into one transaction (group commit), and `seen.rs` records users'
+//! names and last-seen times in batches, off the connect path.
 
 mod instrumented;
 mod postgres;
+mod seen;
+mod sql;
 mod sqlite;
+pub mod writer;
 
 use std::sync::Arc;
 
@@ -17,7 +25,9 @@ use crate::model::{MemberRecord, Message, Room};
 
 pub use instrumented::InstrumentedStore;
 pub use postgres::PostgresStore;
+pub use seen::SeenRecorder;
 pub use sqlite::SqliteStore;
+pub use writer::{WriteQueue, WriteSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -27,11 +37,48 @@ pub enum StorageError {
     /// The room does not exist.
     #[error("room not found")]
     RoomNotFound,
+    /// The sender is not a member of the room (checked inside the write).
+    #[error("not a member of this room")]
+    NotMember,
+    /// The write path is full or the message waited too long for it: nothing was stored.
+    #[error("storage is overloaded")]
+    Overloaded,
+    /// The database could not be reached: the batch was not stored.
+    #[error("storage unreachable")]
+    Unreachable,
+    /// The batch's statement failed for another reason: nothing was stored.
+    #[error("storage write failed")]
+    WriteFailed,
     /// The database could not be reached or failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StorageError {
+    /// Whether the database is away (connection refused or lost, pool exhausted, shutting down)
+    /// rather than the request at fault: such errors are `unavailable` and worth a retry.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StorageError::Unreachable | StorageError::Overloaded => true,
+            StorageError::Database(e) => match e {
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+                sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_) => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    // Connection exceptions, insufficient resources, operator intervention
+                    // (e.g. the server shutting down), and SQLite's busy/locked.
+                    ["08", "53", "57"]
+                        .iter()
+                        .any(|class| code.starts_with(class))
+                        || code == "5"
+                        || code == "6"
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// A room to create: the creator and the listed members all become members.
@@ -65,6 +112,19 @@ pub struct Sent {
     pub duplicate: bool,
 }
 
+/// What one message of a batch came to: stored (or found stored, by its `clientId`), or refused
+/// with [`StorageError::RoomNotFound`], [`StorageError::NotMember`] or
+/// [`StorageError::InvalidReply`] while the rest of the batch went on.
+pub type SendOutcome = Result<Sent, StorageError>;
+
+/// A user seen connecting, recorded in batches (see [`SeenRecorder`]).
+#[derive(Debug, Clone)]
+pub struct SeenUser {
+    pub user: UserId,
+    pub name: DisplayName,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Which page of a room's history to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryQuery {
@@ -95,8 +155,9 @@ pub trait Store: Send + Sync + 'static {
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<(), StorageError>;
 
-    /// Records a user seen at connect time (creates it or updates its name and last-seen time).
-    async fn upsert_user(&self, user: &UserId, name: &DisplayName) -> Result<(), StorageError>;
+    /// Records users seen connecting, in one statement: creates them or updates their names and
+    /// last-seen times (never moving a last-seen time backwards).
+    async fn record_seen(&self, users: &[SeenUser]) -> Result<(), StorageError>;
 
     /// Creates a public or private room with its members; users that were never seen are
     /// created with their id as name. Every read mark starts at 0. Returns the room as the
@@ -133,11 +194,20 @@ pub trait Store: Send + Sync + 'static {
     /// Members ordered by user id.
     async fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StorageError>;
 
-    /// Stores a message with the room's next seq (gapless and unique under any number of
-    /// concurrent senders on any number of nodes), moves the sender's read mark to it, and
-    /// commits before returning. A repeated `(room, user, client_id)` returns the stored message
-    /// with `duplicate: true` and stores nothing.
-    async fn send_message(&self, message: NewMessage) -> Result<Sent, StorageError>;
+    /// Stores a batch of messages in one transaction and commits before returning. Each message
+    /// gets its room's next seq (gapless and unique under any number of concurrent senders on any
+    /// number of nodes, in batch order within a room), and its sender's read mark moves to it.
+    /// Membership is checked inside the write, so a send racing a leave is either stored before
+    /// the leave or refused. A repeated `(room, user, client_id)`, stored before or earlier in the
+    /// same batch, yields the stored message with `duplicate: true` and stores nothing. One
+    /// outcome per message, in order; `Err` only when the whole batch failed (nothing stored).
+    async fn send_batch(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>, StorageError>;
+
+    /// One message, as a batch of one.
+    async fn send_message(&self, message: NewMessage) -> Result<Sent, StorageError> {
+        let mut outcomes = self.send_batch(std::slice::from_ref(&message)).await?;
+        outcomes.pop().unwrap_or(Err(StorageError::Overloaded))
+    }
 
     async fn history(&self, room: RoomId, query: HistoryQuery)
     -> Result<HistoryPage, StorageError>;
@@ -158,10 +228,14 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the backend named by the URL (`postgres://` or `sqlite://`) and applies its migrations.
-pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StorageError> {
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: std::time::Duration,
+) -> Result<Arc<dyn Store>, StorageError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
-            PostgresStore::connect(url, max_connections).await?,
+            PostgresStore::connect(url, max_connections, acquire_timeout).await?,
         ))
     } else {
         Ok(Arc::new(SqliteStore::connect(url).await?))

@@ -9,38 +9,29 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::{HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadMark, Sent, StorageError, Store};
-use crate::domain::{DisplayName, RoomId, RoomKind, RoomName, UserId};
-use crate::model::{MemberRecord, Message, Room};
-
-/// `q!(query, sql, a, b)` is `sqlx::query(sql).bind(a).bind(b)`; also for `query_scalar`.
-macro_rules! q {
-    ($f:ident, $sql:expr $(, $arg:expr)* $(,)?) => { sqlx::$f($sql)$(.bind($arg))* };
-}
-
-/// Columns read by [`message_at`], in its order.
-const MSG_COLS: &str = "id, room_id, seq, user_id, name, text, client_id, reply_to, created_at";
-
-/// A room as viewer `$1` sees it (`unread` 0 for a non-member), read by [`room_from`]. The
-/// newest message is joined in so that listing rooms takes one query, not one per room.
-const ROOM_SELECT: &str = "SELECT r.id, r.name, r.kind, r.last_seq, \
-       (SELECT count(*) FROM members c WHERE c.room_id = r.id), \
-       COALESCE(r.last_seq - v.read_seq, 0), \
-       m.id, m.room_id, m.seq, m.user_id, m.name, m.text, m.client_id, m.reply_to, m.created_at \
-     FROM rooms r \
-     LEFT JOIN members v ON v.room_id = r.id AND v.user_id = $1 \
-     LEFT JOIN messages m ON m.room_id = r.id AND m.seq = r.last_seq";
+use super::sql::{self, Columns, q};
+use super::{
+    HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadMark, SeenUser, SendOutcome, Sent,
+    StorageError, Store,
+};
+use crate::domain::{RoomId, RoomKind, RoomName, UserId};
+use crate::model::{MemberRecord, Room};
 
 pub struct PostgresStore {
     pool: PgPool,
 }
 
 impl PostgresStore {
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StorageError> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StorageError> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
-            // Fail fast enough for /readyz and acks to report `unavailable` rather than hang.
-            .acquire_timeout(Duration::from_secs(10))
+            // Short, so that with the database away sends and /readyz report `unavailable`
+            // within the contract's bound instead of hanging.
+            .acquire_timeout(acquire_timeout)
             .connect(url)
             .await?;
         // sqlx takes an advisory lock, so nodes starting together migrate once.
@@ -48,51 +39,26 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
-    async fn by_client_id(
-        &self,
-        room: Uuid,
-        user: &UserId,
-        client_id: &str,
-    ) -> Result<Option<Message>, StorageError> {
-        let sql = format!(
-            "SELECT {MSG_COLS} FROM messages WHERE room_id = $1 AND user_id = $2 AND client_id = $3"
-        );
-        let row = q!(query, &sql, room, user.as_str(), client_id).fetch_optional(&self.pool);
-        Ok(row.await?.map(|r| message_at(&r, 0)).transpose()?)
+    async fn room_by_id(&self, room: RoomId, viewer: &UserId) -> Result<Room, StorageError> {
+        self.room(room, viewer)
+            .await?
+            .ok_or(StorageError::RoomNotFound)
     }
 }
 
-fn kind_from(raw: &str) -> Result<RoomKind, sqlx::Error> {
-    RoomKind::from_db(raw).ok_or_else(|| sqlx::Error::Decode(format!("room kind {raw:?}").into()))
-}
-
-/// Reads the [`MSG_COLS`] columns starting at column `at`.
-fn message_at(row: &PgRow, at: usize) -> Result<Message, sqlx::Error> {
-    Ok(Message {
-        id: row.try_get(at)?,
-        room_id: RoomId(row.try_get(at + 1)?),
-        seq: row.try_get(at + 2)?,
-        user_id: row.try_get(at + 3)?,
-        name: row.try_get(at + 4)?,
-        text: row.try_get(at + 5)?,
-        client_id: row.try_get(at + 6)?,
-        reply_to: row.try_get(at + 7)?,
-        created_at: row.try_get(at + 8)?,
-    })
-}
-
-fn room_from(row: &PgRow) -> Result<Room, sqlx::Error> {
-    let kind: String = row.try_get(2)?;
-    let has_message = row.try_get::<Option<Uuid>, _>(6)?.is_some();
-    Ok(Room {
-        id: RoomId(row.try_get(0)?),
-        name: row.try_get(1)?,
-        kind: kind_from(&kind)?,
-        last_seq: row.try_get(3)?,
-        member_count: row.try_get(4)?,
-        unread: row.try_get(5)?,
-        last_message: has_message.then(|| message_at(row, 6)).transpose()?,
-    })
+impl Columns for PgRow {
+    fn uuid_at(&self, at: usize) -> Result<Option<Uuid>, sqlx::Error> {
+        self.try_get(at)
+    }
+    fn time_at(&self, at: usize) -> Result<DateTime<Utc>, sqlx::Error> {
+        self.try_get(at)
+    }
+    fn int_at(&self, at: usize) -> Result<i64, sqlx::Error> {
+        self.try_get(at)
+    }
+    fn text_at(&self, at: usize) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(at)
+    }
 }
 
 /// Creates users never seen before, named by their id. Sorted so that concurrent transactions
@@ -119,9 +85,21 @@ async fn insert_members(
     Ok(())
 }
 
-async fn room_exists(conn: &mut PgConnection, room: Uuid) -> Result<bool, sqlx::Error> {
-    let sql = "SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1)";
-    q!(query_scalar, sql, room).fetch_one(conn).await
+/// Reads one row of `confab_send_batch` (migrations/postgres): its outcome and message, or
+/// `None` for a repeat of an earlier message of the batch.
+fn outcome_from(row: &PgRow) -> Result<Option<SendOutcome>, sqlx::Error> {
+    let outcome: String = row.try_get(1)?;
+    Ok(Some(match outcome.as_str() {
+        "ok" | "duplicate" => Ok(Sent {
+            message: sql::message_at(row, 2)?,
+            duplicate: outcome == "duplicate",
+        }),
+        "repeat" => return Ok(None),
+        "not_found" => Err(StorageError::RoomNotFound),
+        "forbidden" => Err(StorageError::NotMember),
+        "invalid_reply" => Err(StorageError::InvalidReply),
+        other => return Err(sql::decode_err(format!("send outcome {other:?}"))),
+    }))
 }
 
 #[async_trait]
@@ -131,10 +109,19 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn upsert_user(&self, user: &UserId, name: &DisplayName) -> Result<(), StorageError> {
-        let sql = "INSERT INTO users (id, name, seen_at) VALUES ($1, $2, now()) \
-                   ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, seen_at = EXCLUDED.seen_at";
-        q!(query, sql, user.as_str(), name.as_str())
+    async fn record_seen(&self, users: &[SeenUser]) -> Result<(), StorageError> {
+        let mut users: Vec<&SeenUser> = users.iter().collect();
+        // One order for every node's batch, so concurrent upserts cannot deadlock.
+        users.sort_unstable_by(|a, b| a.user.cmp(&b.user));
+        users.dedup_by(|a, b| a.user == b.user);
+        let ids: Vec<&str> = users.iter().map(|u| u.user.as_str()).collect();
+        let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+        let times: Vec<DateTime<Utc>> = users.iter().map(|u| u.at).collect();
+        let sql = "INSERT INTO users (id, name, seen_at) \
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) \
+                   ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, \
+                   seen_at = GREATEST(users.seen_at, EXCLUDED.seen_at)";
+        q!(query, sql, ids, names, times)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -152,14 +139,13 @@ impl Store for PostgresStore {
         insert.execute(&mut *tx).await?;
         insert_members(&mut tx, id.0, &ids).await?;
         tx.commit().await?;
-        let created = self.room(id, &room.creator).await?;
-        created.ok_or(StorageError::RoomNotFound)
+        self.room_by_id(id, &room.creator).await
     }
 
     async fn direct_room(&self, me: &UserId, other: &UserId) -> Result<(Room, bool), StorageError> {
-        let (lo, hi) = (me.min(other), me.max(other));
-        let key = format!("{lo}\n{hi}");
-        let (fresh, pair) = (RoomId::new(), [lo.as_str(), hi.as_str()]);
+        let (key, pair) = sql::direct_key(me, other);
+        let pair = [pair[0].as_str(), pair[1].as_str()];
+        let fresh = RoomId::new();
         let mut tx = self.pool.begin().await?;
         ensure_users(&mut tx, &pair).await?;
         // A concurrent creator of the same key makes this wait for its commit and then do
@@ -177,31 +163,27 @@ impl Store for PostgresStore {
             RoomId(q!(query_scalar, sql, &key).fetch_one(&mut *tx).await?)
         };
         tx.commit().await?;
-        let room = self.room(id, me).await?.ok_or(StorageError::RoomNotFound)?;
-        Ok((room, created))
+        Ok((self.room_by_id(id, me).await?, created))
     }
 
     async fn room_kind(&self, room: RoomId) -> Result<Option<RoomKind>, StorageError> {
-        let sql = "SELECT kind FROM rooms WHERE id = $1";
-        let kind: Option<String> = q!(query_scalar, sql, room.0)
+        let kind: Option<String> = q!(query_scalar, sql::ROOM_KIND, room.0)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(kind.map(|k| kind_from(&k)).transpose()?)
+        Ok(kind.map(|k| sql::kind_from(&k)).transpose()?)
     }
 
     async fn is_member(&self, room: RoomId, user: &UserId) -> Result<bool, StorageError> {
-        let sql = "SELECT EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)";
-        Ok(q!(query_scalar, sql, room.0, user.as_str())
-            .fetch_one(&self.pool)
-            .await?)
+        let select = q!(query_scalar, sql::IS_MEMBER, room.0, user.as_str());
+        Ok(select.fetch_one(&self.pool).await?)
     }
 
     async fn room(&self, room: RoomId, viewer: &UserId) -> Result<Option<Room>, StorageError> {
-        let sql = format!("{ROOM_SELECT} WHERE r.id = $2");
+        let sql = format!("{} {}", sql::ROOM_SELECT, sql::ROOM_BY_ID);
         let row = q!(query, &sql, viewer.as_str(), room.0)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(room_from).transpose()?)
+        Ok(row.as_ref().map(sql::room_from).transpose()?)
     }
 
     async fn add_member(&self, room: RoomId, user: &UserId) -> Result<bool, StorageError> {
@@ -211,7 +193,11 @@ impl Store for PostgresStore {
                    SELECT id, $2, last_seq FROM rooms WHERE id = $1 ON CONFLICT DO NOTHING";
         let insert = q!(query, sql, room.0, user.as_str());
         let added = insert.execute(&mut *tx).await?.rows_affected() == 1;
-        if !added && !room_exists(&mut tx, room.0).await? {
+        if !added
+            && !q!(query_scalar, sql::ROOM_EXISTS, room.0)
+                .fetch_one(&mut *tx)
+                .await?
+        {
             return Err(StorageError::RoomNotFound);
         }
         tx.commit().await?;
@@ -219,139 +205,70 @@ impl Store for PostgresStore {
     }
 
     async fn remove_member(&self, room: RoomId, user: &UserId) -> Result<bool, StorageError> {
-        let sql = "DELETE FROM members WHERE room_id = $1 AND user_id = $2";
-        let done = q!(query, sql, room.0, user.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let delete = q!(query, sql::REMOVE_MEMBER, room.0, user.as_str());
+        Ok(delete.execute(&self.pool).await?.rows_affected() > 0)
     }
 
     async fn rooms_of(&self, user: &UserId) -> Result<Vec<Room>, StorageError> {
-        let sql = format!(
-            "{ROOM_SELECT} WHERE v.user_id IS NOT NULL \
-             ORDER BY COALESCE(r.last_message_at, v.joined_at) DESC, r.id ASC"
-        );
+        let sql = format!("{} {}", sql::ROOM_SELECT, sql::ROOMS_OF);
         let rows = q!(query, &sql, user.as_str()).fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(room_from).collect::<Result<_, _>>()?)
+        Ok(rows.iter().map(sql::room_from).collect::<Result<_, _>>()?)
     }
 
     async fn room_ids_of(&self, user: &UserId) -> Result<Vec<RoomId>, StorageError> {
-        let sql = "SELECT room_id FROM members WHERE user_id = $1 ORDER BY room_id";
-        let ids: Vec<Uuid> = q!(query_scalar, sql, user.as_str())
+        let ids: Vec<Uuid> = q!(query_scalar, sql::ROOM_IDS_OF, user.as_str())
             .fetch_all(&self.pool)
             .await?;
         Ok(ids.into_iter().map(RoomId).collect())
     }
 
     async fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StorageError> {
-        let sql = "SELECT m.user_id, u.name FROM members m JOIN users u ON u.id = m.user_id \
-                   WHERE m.room_id = $1 ORDER BY m.user_id";
-        let rows: Vec<(String, String)> = q!(query_as, sql, room.0).fetch_all(&self.pool).await?;
-        let member = |(id, name): (String, String)| -> Result<MemberRecord, sqlx::Error> {
-            let user_id = UserId::parse(&id).map_err(|e| sqlx::Error::Decode(e.into()))?;
-            Ok(MemberRecord { user_id, name })
-        };
-        Ok(rows.into_iter().map(member).collect::<Result<_, _>>()?)
+        let rows: Vec<(String, String)> = q!(query_as, sql::MEMBERS, room.0)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(sql::member_from)
+            .collect::<Result<_, _>>()?)
     }
 
-    async fn send_message(&self, msg: NewMessage) -> Result<Sent, StorageError> {
-        let (room, user) = (msg.room.0, msg.user.as_str());
-        let client_id = msg.client_id.as_ref().map(|c| c.as_str());
-        // Fast path for retries: no room lock taken, no seq spent.
-        if let Some(cid) = client_id
-            && let Some(message) = self.by_client_id(room, &msg.user, cid).await?
-        {
-            return Ok(Sent {
-                message,
-                duplicate: true,
-            });
-        }
-        let mut tx = self.pool.begin().await?;
-        // The row lock taken here serializes the room's senders on every node until commit,
-        // and a rollback gives the seq back, so seqs stay gapless. clock_timestamp(), unlike
-        // now(), is read after the lock, so created_at does not decrease as seq grows.
-        let sql = "UPDATE rooms SET last_seq = last_seq + 1, \
-                   last_message_at = GREATEST(clock_timestamp(), last_message_at) \
-                   WHERE id = $1 RETURNING last_seq, last_message_at";
-        let Some(row) = q!(query, sql, room).fetch_optional(&mut *tx).await? else {
-            return Err(StorageError::RoomNotFound);
-        };
-        let (seq, at): (i64, DateTime<Utc>) = (row.try_get(0)?, row.try_get(1)?);
-        if let Some(reply) = msg.reply_to {
-            let sql = "SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1 AND room_id = $2)";
-            if !q!(query_scalar, sql, reply, room)
-                .fetch_one(&mut *tx)
-                .await?
-            {
-                return Err(StorageError::InvalidReply);
-            }
-        }
-        let sql = format!(
-            "INSERT INTO messages ({MSG_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (room_id, user_id, client_id) DO NOTHING RETURNING {MSG_COLS}"
+    async fn send_batch(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>, StorageError> {
+        let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
+        let rooms: Vec<Uuid> = batch.iter().map(|m| m.room.0).collect();
+        let users: Vec<&str> = batch.iter().map(|m| m.user.as_str()).collect();
+        let names: Vec<&str> = batch.iter().map(|m| m.name.as_str()).collect();
+        let texts: Vec<&str> = batch.iter().map(|m| m.text.as_str()).collect();
+        let client_ids: Vec<Option<&str>> = batch
+            .iter()
+            .map(|m| m.client_id.as_ref().map(|c| c.as_str()))
+            .collect();
+        let reply_to: Vec<Option<Uuid>> = batch.iter().map(|m| m.reply_to).collect();
+        // One round trip, one transaction (autocommit): see the function's comments.
+        let sql = "SELECT * FROM confab_send_batch($1, $2, $3, $4, $5, $6, $7)";
+        let call = q!(
+            query, sql, ids, rooms, users, names, texts, client_ids, reply_to
         );
-        let (name, text) = (msg.name.as_str(), msg.text.as_str());
-        let id = Uuid::now_v7();
-        let insert = q!(
-            query,
-            &sql,
-            id,
-            room,
-            seq,
-            user,
-            name,
-            text,
-            client_id,
-            msg.reply_to,
-            at
-        );
-        let Some(row) = insert.fetch_optional(&mut *tx).await? else {
-            // A send with this clientId committed between the fast path and the lock.
-            tx.rollback().await?;
-            let stored = self.by_client_id(room, &msg.user, client_id.unwrap_or_default());
-            let message = stored.await?.ok_or(sqlx::Error::RowNotFound)?;
-            return Ok(Sent {
-                message,
-                duplicate: true,
-            });
-        };
-        let message = message_at(&row, 0)?;
-        let sql = "UPDATE members SET read_seq = GREATEST(read_seq, $3) \
-                   WHERE room_id = $1 AND user_id = $2";
-        q!(query, sql, room, user, seq).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(Sent {
-            message,
-            duplicate: false,
-        })
+        let rows = call.fetch_all(&self.pool).await?;
+        if rows.len() != batch.len() {
+            return Err(
+                sql::decode_err(format!("{} outcomes for {}", rows.len(), batch.len())).into(),
+            );
+        }
+        let outcomes: Vec<_> = rows.iter().map(outcome_from).collect::<Result<_, _>>()?;
+        Ok(sql::resolve_repeats(batch, outcomes))
     }
 
     async fn history(&self, room: RoomId, q: HistoryQuery) -> Result<HistoryPage, StorageError> {
-        // With afterSeq the page starts at the oldest match; otherwise it ends at the newest.
-        let ascending = q.after_seq.is_some();
-        let order = if ascending { "ASC" } else { "DESC" };
-        let sql = format!(
-            "SELECT {MSG_COLS} FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3 \
-             ORDER BY seq {order} LIMIT $4"
-        );
-        let limit = q.limit.max(0);
-        let (after, before) = (
-            q.after_seq.unwrap_or(i64::MIN),
-            q.before_seq.unwrap_or(i64::MAX),
-        );
-        let select = q!(query, &sql, room.0, after, before, limit.saturating_add(1));
-        let rows = select.fetch_all(&self.pool).await?;
-        let mut messages: Vec<Message> = rows
+        let (after, before, limit) = sql::history_bounds(&q);
+        let sql = sql::history_sql(&q);
+        let rows = q!(query, &sql, room.0, after, before, limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let messages = rows
             .iter()
-            .map(|r| message_at(r, 0))
+            .map(|r| sql::message_at(r, 0))
             .collect::<Result<_, _>>()?;
-        let keep = usize::try_from(limit).unwrap_or(usize::MAX);
-        let has_more = messages.len() > keep;
-        messages.truncate(keep);
-        if !ascending {
-            messages.reverse();
-        }
-        Ok(HistoryPage { messages, has_more })
+        Ok(sql::history_page(messages, &q))
     }
 
     async fn mark_read(
@@ -370,8 +287,7 @@ impl Store for PostgresStore {
         if let Some(seq) = update.fetch_optional(&self.pool).await? {
             return Ok(ReadMark { seq, moved: true });
         }
-        let sql = "SELECT read_seq FROM members WHERE room_id = $1 AND user_id = $2";
-        let current = q!(query_scalar, sql, room.0, user.as_str());
+        let current = q!(query_scalar, sql::READ_MARK, room.0, user.as_str());
         match current.fetch_optional(&self.pool).await? {
             Some(seq) => Ok(ReadMark { seq, moved: false }),
             None if self.room_kind(room).await?.is_none() => Err(StorageError::RoomNotFound),
@@ -383,7 +299,7 @@ impl Store for PostgresStore {
     }
 
     async fn count_rooms(&self) -> Result<u64, StorageError> {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM rooms")
+        let count: i64 = sqlx::query_scalar(sql::COUNT_ROOMS)
             .fetch_one(&self.pool)
             .await?;
         Ok(count.max(0) as u64)

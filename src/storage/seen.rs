@@ -1,0 +1,95 @@
+//! Users' names and last-seen times, recorded off the connect path.
+//!
+//! A connect only notes the user here (a map insert); a background task writes what gathered
+//! with one statement per interval. A reconnect storm of N sockets becomes a few writes of at
+//! most `capacity` users each, not N writes, and no handshake waits for storage.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{SeenUser, Store};
+use crate::auth::Identity;
+use crate::domain::{DisplayName, UserId};
+
+/// How often gathered users are written.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Most users written by one statement; more wait for the next round.
+const MAX_PER_WRITE: usize = 2000;
+
+/// Gathers users seen connecting; cheap to clone.
+#[derive(Clone)]
+pub struct SeenRecorder {
+    pending: Arc<Mutex<HashMap<UserId, (DisplayName, chrono::DateTime<chrono::Utc>)>>>,
+    /// Users held at most; beyond, new ones are dropped until the next write (their rows are
+    /// written on their next connect; nothing but a last-seen time is lost).
+    capacity: usize,
+}
+
+impl SeenRecorder {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            pending: Arc::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Notes a user seen now. Never blocks on storage.
+    pub fn saw(&self, identity: &Identity) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() >= self.capacity && !pending.contains_key(&identity.user_id) {
+            return;
+        }
+        pending.insert(
+            identity.user_id.clone(),
+            (identity.name.clone(), chrono::Utc::now()),
+        );
+    }
+
+    fn take(&self) -> Vec<SeenUser> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<UserId> = pending.keys().take(MAX_PER_WRITE).cloned().collect();
+        keys.into_iter()
+            .filter_map(|user| {
+                let (name, at) = pending.remove(&user)?;
+                Some(SeenUser { user, name, at })
+            })
+            .collect()
+    }
+
+    /// Writes everything gathered, in rounds of at most [`MAX_PER_WRITE`].
+    pub async fn flush(&self, store: &dyn Store) {
+        loop {
+            let users = self.take();
+            if users.is_empty() {
+                return;
+            }
+            if let Err(e) = store.record_seen(&users).await {
+                // Only names and last-seen times: kept for the next round if there is room.
+                tracing::warn!(error = %e, users = users.len(), "last-seen times not recorded");
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                for user in users {
+                    if pending.len() < self.capacity {
+                        pending.entry(user.user).or_insert((user.name, user.at));
+                    }
+                }
+                return;
+            }
+        }
+    }
+
+    /// Background task: flushes every [`FLUSH_EVERY`] until `stop`, then once more.
+    pub async fn run(self, store: Arc<dyn Store>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => self.flush(store.as_ref()).await,
+            }
+        }
+        self.flush(store.as_ref()).await;
+    }
+}

@@ -1,0 +1,190 @@
+//! The write path of messages: group commit behind a bounded queue.
+//!
+//! Senders put their message in a bounded queue and wait for its outcome. One task per node takes
+//! whatever has arrived (up to `max_batch`) and stores it with one [`Store::send_batch`]: a lone
+//! message is written at once, and under load a batch of N costs about what one message does.
+//! Nothing waits without bound: a full queue refuses at once, and a message that waited longer
+//! than `max_wait` for its turn is refused without being written (both
+//! [`StorageError::Overloaded`]; the client may resend with the same `clientId`).
+//!
+//! After a commit, the stored messages go, in commit order, to the `committed` channel for
+//! delivery, and only then are the senders answered; neither waits for any other node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{NewMessage, SendOutcome, StorageError, Store};
+use crate::metrics::Metrics;
+use crate::model::Message;
+
+/// Bounds of the write path, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteSettings {
+    /// Messages that may wait for the writer; beyond, sends are refused at once.
+    pub queue: usize,
+    /// Most messages per transaction.
+    pub max_batch: usize,
+    /// Longest a message may wait for its turn before it is refused unwritten.
+    pub max_wait: Duration,
+}
+
+/// A message that was stored by this node, for delivery, with what its sender attached.
+pub struct Committed<T> {
+    pub message: Message,
+    pub tag: T,
+    /// The span of the send, so the delivery (and its backplane publish) joins its trace.
+    pub span: tracing::Span,
+}
+
+struct Pending<T> {
+    message: NewMessage,
+    tag: T,
+    span: tracing::Span,
+    enqueued: Instant,
+    reply: oneshot::Sender<SendOutcome>,
+}
+
+/// The sending side of the write path; cheap to clone.
+pub struct WriteQueue<T> {
+    queue: mpsc::Sender<Pending<T>>,
+}
+
+impl<T> Clone for WriteQueue<T> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static> WriteQueue<T> {
+    /// Starts the writer task; it ends when every `WriteQueue` clone is dropped and the queue
+    /// is empty.
+    pub fn start(
+        store: Arc<dyn Store>,
+        settings: WriteSettings,
+        committed: mpsc::Sender<Committed<T>>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, pending) = mpsc::channel(settings.queue.max(1));
+        let writer = Writer {
+            store,
+            settings,
+            committed,
+            metrics,
+        };
+        (Self { queue }, tokio::spawn(writer.run(pending)))
+    }
+
+    /// Stores `message` (in the next batch) and returns its outcome once committed. `tag` goes
+    /// with the message to the `committed` channel if it is newly stored.
+    pub async fn send(&self, message: NewMessage, tag: T) -> SendOutcome {
+        let (reply, outcome) = oneshot::channel();
+        let pending = Pending {
+            message,
+            tag,
+            span: tracing::Span::current(),
+            enqueued: Instant::now(),
+            reply,
+        };
+        self.queue
+            .try_send(pending)
+            .map_err(|_| StorageError::Overloaded)?;
+        outcome.await.unwrap_or(Err(StorageError::Overloaded))
+    }
+}
+
+struct Writer<T> {
+    store: Arc<dyn Store>,
+    settings: WriteSettings,
+    committed: mpsc::Sender<Committed<T>>,
+    metrics: Arc<Metrics>,
+}
+
+impl<T: Send + 'static> Writer<T> {
+    async fn run(self, mut pending: mpsc::Receiver<Pending<T>>) {
+        let mut batch = Vec::with_capacity(self.settings.max_batch);
+        loop {
+            // Waits for the first message only: whatever else arrived meanwhile joins it.
+            if pending
+                .recv_many(&mut batch, self.settings.max_batch.max(1))
+                .await
+                == 0
+            {
+                return;
+            }
+            let now = Instant::now();
+            let (fresh, stale): (Vec<_>, Vec<_>) = batch
+                .drain(..)
+                .partition(|p: &Pending<T>| now - p.enqueued <= self.settings.max_wait);
+            for late in stale {
+                self.metrics.write_refused.inc();
+                let _ = late.reply.send(Err(StorageError::Overloaded));
+            }
+            if !fresh.is_empty() {
+                self.write(fresh).await;
+            }
+        }
+    }
+
+    async fn write(&self, batch: Vec<Pending<T>>) {
+        let span = tracing::info_span!(
+            parent: &batch[0].span,
+            "write_batch",
+            messages = batch.len()
+        );
+        for other in &batch[1..] {
+            span.follows_from(&other.span);
+        }
+        self.metrics.write_batch_size.observe(batch.len() as f64);
+        let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
+        let outcomes = match self.store.send_batch(&messages).instrument(span).await {
+            Ok(outcomes) => outcomes,
+            Err(e) if batch.len() > 1 && !e.is_unreachable() => {
+                // Something in the batch broke the statement: one at a time, so that one bad
+                // message cannot fail the others.
+                tracing::warn!(error = %e, messages = batch.len(), "batch failed; retrying one by one");
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for message in messages {
+                    outcomes.push(self.store.send_message(message).await);
+                }
+                outcomes
+            }
+            Err(e) => {
+                let unreachable = e.is_unreachable();
+                tracing::error!(error = %e, messages = batch.len(), "messages not stored");
+                (0..batch.len())
+                    .map(|_| {
+                        Err(if unreachable {
+                            StorageError::Unreachable
+                        } else {
+                            StorageError::WriteFailed
+                        })
+                    })
+                    .collect()
+            }
+        };
+        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+            if let Ok(sent) = &outcome
+                && !sent.duplicate
+            {
+                self.metrics.messages_stored.inc();
+                let committed = Committed {
+                    message: sent.message.clone(),
+                    tag: pending.tag,
+                    span: pending.span,
+                };
+                // Bounded: a slow delivery slows the writer, which fills the queue, which
+                // refuses new sends; nothing grows without bound.
+                if self.committed.send(committed).await.is_err() {
+                    tracing::warn!("delivery has stopped; stored message not broadcast");
+                }
+            }
+            let _ = pending.reply.send(outcome);
+        }
+    }
+}
