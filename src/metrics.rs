@@ -116,9 +116,10 @@ impl Metrics {
             messages_stored.clone(),
         );
         let write_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
-        registry.register(
-            "write_batch_size",
+        registry.register_with_unit(
+            "write_batch",
             "Messages stored per write transaction",
+            Unit::Other("messages".into()),
             write_batch_size.clone(),
         );
         let write_refused = Counter::default();

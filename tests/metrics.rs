@@ -142,7 +142,9 @@ async fn names_follow_prometheus_conventions() {
                 "{name}: counter samples must end in _total"
             ),
             "histogram" => assert!(
-                name.ends_with("_seconds") || name.ends_with("_bytes"),
+                name.ends_with("_seconds")
+                    || name.ends_with("_bytes")
+                    || name.ends_with("_messages"),
                 "{name}: histograms carry their base unit"
             ),
             "gauge" => assert!(!name.ends_with("_total"), "{name}: gauges are not totals"),
