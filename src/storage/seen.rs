@@ -1,21 +1,24 @@
 //! Users' names and last-seen times, recorded off the connect path.
 //!
 //! A connect only notes the user here (a map insert); a background task writes what gathered
-//! with one statement per interval. A reconnect storm of N sockets becomes a few writes of at
-//! most `capacity` users each, not N writes, and no handshake waits for storage.
+//! with one statement, as soon as it can (the way the message writer commits): one user alone is
+//! written within a round trip, and while a write is in flight the next users gather for the
+//! next one. A reconnect storm of N sockets becomes a few writes of up to [`MAX_PER_WRITE`]
+//! users each, not N writes, and no handshake waits for storage.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{SeenUser, Store};
 use crate::auth::Identity;
 use crate::domain::{DisplayName, UserId};
 
-/// How often gathered users are written.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Pause after a failed write, so that an absent database is not asked in a loop.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Most users written by one statement; more wait for the next round.
 const MAX_PER_WRITE: usize = 2000;
 
@@ -23,6 +26,8 @@ const MAX_PER_WRITE: usize = 2000;
 #[derive(Clone)]
 pub struct SeenRecorder {
     pending: Arc<Mutex<HashMap<UserId, (DisplayName, chrono::DateTime<chrono::Utc>)>>>,
+    /// Wakes the writer task when a user is noted.
+    noted: Arc<Notify>,
     /// Users held at most; beyond, new ones are dropped until the next write (their rows are
     /// written on their next connect; nothing but a last-seen time is lost).
     capacity: usize,
@@ -32,6 +37,7 @@ impl SeenRecorder {
     pub fn new(capacity: usize) -> Self {
         Self {
             pending: Arc::default(),
+            noted: Arc::default(),
             capacity: capacity.max(1),
         }
     }
@@ -46,6 +52,8 @@ impl SeenRecorder {
             identity.user_id.clone(),
             (identity.name.clone(), chrono::Utc::now()),
         );
+        drop(pending);
+        self.noted.notify_one();
     }
 
     fn take(&self) -> Vec<SeenUser> {
@@ -59,12 +67,13 @@ impl SeenRecorder {
             .collect()
     }
 
-    /// Writes everything gathered, in rounds of at most [`MAX_PER_WRITE`].
-    pub async fn flush(&self, store: &dyn Store) {
+    /// Writes everything gathered, in rounds of at most [`MAX_PER_WRITE`]; false when a write
+    /// failed (what it held is kept for later, room permitting).
+    pub async fn flush(&self, store: &dyn Store) -> bool {
         loop {
             let users = self.take();
             if users.is_empty() {
-                return;
+                return true;
             }
             if let Err(e) = store.record_seen(&users).await {
                 // Only names and last-seen times: kept for the next round if there is room.
@@ -75,19 +84,23 @@ impl SeenRecorder {
                         pending.entry(user.user).or_insert((user.name, user.at));
                     }
                 }
-                return;
+                return false;
             }
         }
     }
 
-    /// Background task: flushes every [`FLUSH_EVERY`] until `stop`, then once more.
+    /// Background task: writes whatever was noted, as it is noted, until `stop`; then once more.
     pub async fn run(self, store: Arc<dyn Store>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(FLUSH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                _ = tick.tick() => self.flush(store.as_ref()).await,
+                () = self.noted.notified() => {}
+            }
+            if !self.flush(store.as_ref()).await {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(RETRY_AFTER) => self.noted.notify_one(),
+                }
             }
         }
         self.flush(store.as_ref()).await;
