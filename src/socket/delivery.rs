@@ -1,6 +1,12 @@
 //! Delivery of stored messages: `message:new` to the room's Socket.IO room, in commit order, by
 //! one task per node, off the ack path (a slow or absent Redis never delays an ack).
+//!
+//! The Redis adapter publishes to the other nodes before it delivers locally, so one emit can
+//! take a Redis round trip (or a publish timeout while Redis is away). Emits are therefore
+//! started in commit order and run [`IN_FLIGHT`] at a time: publishes queue on the multiplexed
+//! connection in order, and local sockets keep receiving at full rate during an outage.
 
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -11,20 +17,29 @@ use crate::storage::writer::Committed;
 /// for a message that no socket sent.
 pub type Origin = Option<SocketRef>;
 
+/// Emits under way at once.
+const IN_FLIGHT: usize = 64;
+
 /// Runs until the writer stops (its channel closes).
 pub async fn deliver(io: SocketIo, mut committed: mpsc::Receiver<Committed<Origin>>) {
-    while let Some(Committed { message, tag, span }) = committed.recv().await {
-        let room = message.room_id.socket_room();
-        let sent = async {
-            match &tag {
-                Some(sender) => sender.to(room).emit("message:new", &message).await,
-                None => io.to(room).emit("message:new", &message).await,
-            }
-        }
-        .instrument(span)
+    futures::stream::poll_fn(|cx| committed.poll_recv(cx))
+        .map(|committed| emit(&io, committed))
+        .buffered(IN_FLIGHT)
+        .for_each(|()| async {})
         .await;
-        if let Err(e) = sent {
-            tracing::warn!(room = %message.room_id, error = %e, "message:new not delivered");
+}
+
+async fn emit(io: &SocketIo, Committed { message, tag, span }: Committed<Origin>) {
+    let room = message.room_id.socket_room();
+    let sent = async {
+        match &tag {
+            Some(sender) => sender.to(room).emit("message:new", &message).await,
+            None => io.to(room).emit("message:new", &message).await,
         }
+    }
+    .instrument(span)
+    .await;
+    if let Err(e) = sent {
+        tracing::warn!(room = %message.room_id, error = %e, "message:new not delivered");
     }
 }
