@@ -62,8 +62,13 @@ impl Application {
         // Bounded like the queue in front of it: a stalled delivery stops the writer, which
         // fills the queue, which refuses sends at once.
         let (committed, to_deliver) = tokio::sync::mpsc::channel(settings.write.queue.max(1));
+        let mut write = settings.write;
+        if system == "sqlite" {
+            // One writer connection: concurrent batches would only queue on it.
+            write.writers = 1;
+        }
         let (writes, _writer) =
-            storage::WriteQueue::start(store.clone(), settings.write, committed, metrics.clone());
+            storage::WriteQueue::start(store.clone(), write, committed, metrics.clone());
         let state = AppState {
             tokens: Arc::new(TokenKeys::new(&settings.jwt_secret)),
             metrics,

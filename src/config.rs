@@ -84,6 +84,11 @@ pub struct Config {
     #[arg(long, env = "CONFAB_WRITE_MAX_WAIT_MS", default_value_t = 500)]
     pub write_max_wait_ms: u64,
 
+    /// Message batches written at once (Postgres; SQLite writes one at a time). At most the
+    /// database pool size.
+    #[arg(long, env = "CONFAB_WRITE_CONCURRENCY", default_value_t = 4)]
+    pub write_concurrency: usize,
+
     /// Redis for the cluster backplane; unset means a single node with an in-process backplane.
     #[arg(long, env = "CONFAB_REDIS_URL")]
     pub redis_url: Option<Secret>,
@@ -250,6 +255,9 @@ impl Config {
         if self.write_queue == 0 || !(1..=10_000).contains(&self.write_batch) {
             return err("CONFAB_WRITE_QUEUE must be at least 1 and CONFAB_WRITE_BATCH 1-10000");
         }
+        if self.write_concurrency == 0 {
+            return err("CONFAB_WRITE_CONCURRENCY must be at least 1");
+        }
         if !(10..=60_000).contains(&self.write_max_wait_ms) {
             return err("CONFAB_WRITE_MAX_WAIT_MS must be 10-60000");
         }
@@ -279,6 +287,9 @@ impl Config {
                 queue: self.write_queue,
                 max_batch: self.write_batch,
                 max_wait: Duration::from_millis(self.write_max_wait_ms),
+                writers: self
+                    .write_concurrency
+                    .clamp(1, self.database_max_connections as usize),
             },
             redis: self.redis_url.map(|url| RedisSettings {
                 url,

@@ -1,15 +1,20 @@
 -- Group commit: a batch of messages stored in one round trip and one transaction.
 --
--- 1. The batch's rooms are locked in id order, so concurrent batches on any number of nodes
---    queue on shared rooms instead of deadlocking; holding a room's lock is what makes its seqs
---    gapless. The senders' member rows are locked next, so a concurrent leave either commits
---    first (and the message is refused) or waits for this commit (and the message is stored
---    before the leave).
--- 2. One statement then classifies every message (room missing, sender not a member, clientId
---    already used before or earlier in the batch, replyTo not in the room), numbers the accepted
---    ones per room in batch order, inserts them, bumps each room's last_seq by its count and
---    moves the senders' read marks. It runs after the locks, in a fresh snapshot, so it sees
---    every send committed before them.
+-- 1. The batch's rooms are locked, in id order, so that concurrent batches on any number of
+--    nodes queue on the rooms they share instead of deadlocking; holding a room's lock is what
+--    makes its seqs gapless. The lock also reads each room's last_seq (a room it does not find
+--    does not exist).
+-- 2. Each message, in batch order, is checked as the contract says: room missing, sender not a
+--    member, clientId used before (or earlier in the batch: 'repeat', resolved by the caller to
+--    that message), replyTo not a message of the room. The check locks the sender's member row,
+--    so a concurrent leave either commits first (and the message is refused) or waits for this
+--    commit (and the message is stored before the leave). Accepted messages get their room's
+--    next seqs.
+-- 3. Three statements over the whole batch insert the messages, move the rooms' last_seq and
+--    the senders' read marks.
+--
+-- Every per-message statement is a primary-key or unique-index lookup and the batch statements
+-- read unnested arrays, so the plans made once per connection stay good for any batch size.
 --
 -- One row per input message, in input order: its outcome ('ok', 'duplicate', 'repeat',
 -- 'not_found', 'forbidden', 'invalid_reply') and, for 'ok' and 'duplicate', the stored message.
@@ -21,75 +26,114 @@ CREATE FUNCTION confab_send_batch(
     o_name text, o_text text, o_client_id text, o_reply_to uuid, o_created_at timestamptz
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
-    -- Read after the locks, so created_at does not decrease as seq grows.
+    v_rooms uuid[];
+    v_seqs bigint[];
+    v_ats timestamptz[];
     v_now timestamptz;
+    v_at int;
+    -- The accepted messages, as columns.
+    a_ids uuid[] := '{}';
+    a_rooms uuid[] := '{}';
+    a_seqs bigint[] := '{}';
+    a_users text[] := '{}';
+    a_names text[] := '{}';
+    a_texts text[] := '{}';
+    a_cids text[] := '{}';
+    a_replies uuid[] := '{}';
+    -- "room user clientId" of accepted messages that have a clientId.
+    a_keys text[] := '{}';
+    v_key text;
 BEGIN
-    PERFORM 1 FROM rooms r WHERE r.id = ANY (p_rooms) ORDER BY r.id FOR NO KEY UPDATE;
-    PERFORM 1 FROM members m
-     WHERE (m.room_id, m.user_id) IN (
-           SELECT t.r, t.u COLLATE "C" FROM unnest(p_rooms, p_users) AS t(r, u))
-     ORDER BY m.room_id, m.user_id
-       FOR NO KEY UPDATE;
+    SELECT array_agg(id ORDER BY id), array_agg(last_seq ORDER BY id),
+           array_agg(last_message_at ORDER BY id)
+      INTO v_rooms, v_seqs, v_ats
+      FROM (SELECT id, last_seq, last_message_at FROM rooms
+             WHERE id = ANY (p_rooms) ORDER BY id FOR NO KEY UPDATE) locked;
+    -- Read after the locks, so created_at does not decrease as seq grows.
     v_now := clock_timestamp();
-    RETURN QUERY
-    WITH input AS (
-        SELECT t.id, t.room_id, t.user_id COLLATE "C" AS user_id, t.name, t.text, t.client_id,
-               t.reply_to, t.ord
-          FROM unnest(p_ids, p_rooms, p_users, p_names, p_texts, p_client_ids, p_reply_to)
-               WITH ORDINALITY AS t(id, room_id, user_id, name, text, client_id, reply_to, ord)
-    ),
-    checked AS (
-        SELECT i.*, r.last_seq, GREATEST(v_now, r.last_message_at) AS at, d.id AS dup_id,
-               CASE
-                 WHEN r.id IS NULL THEN 'not_found'
-                 WHEN NOT EXISTS (SELECT 1 FROM members m
-                                   WHERE m.room_id = i.room_id AND m.user_id = i.user_id)
-                   THEN 'forbidden'
-                 WHEN d.id IS NOT NULL THEN 'duplicate'
-                 WHEN i.client_id IS NOT NULL AND i.ord > min(i.ord) OVER (
-                        PARTITION BY i.room_id, i.user_id, i.client_id) THEN 'repeat'
-                 WHEN i.reply_to IS NOT NULL AND NOT EXISTS (
-                        SELECT 1 FROM messages x WHERE x.id = i.reply_to AND x.room_id = i.room_id)
-                   THEN 'invalid_reply'
-                 ELSE 'ok'
-               END AS outcome
-          FROM input i
-          LEFT JOIN rooms r ON r.id = i.room_id
-          LEFT JOIN messages d
-            ON d.room_id = i.room_id AND d.user_id = i.user_id AND d.client_id = i.client_id
-    ),
-    numbered AS (
-        SELECT c.*, c.last_seq + row_number() OVER (PARTITION BY c.room_id ORDER BY c.ord) AS seq
-          FROM checked c
-         WHERE c.outcome = 'ok'
-    ),
-    inserted AS (
-        INSERT INTO messages (id, room_id, seq, user_id, name, text, client_id, reply_to,
-                              created_at)
-        SELECT n.id, n.room_id, n.seq, n.user_id, n.name, n.text, n.client_id, n.reply_to, n.at
-          FROM numbered n
-        RETURNING 1
-    ),
-    bumped AS (
-        UPDATE rooms r SET last_seq = r.last_seq + b.n, last_message_at = b.at
-          FROM (SELECT room_id, count(*) AS n, max(at) AS at FROM numbered GROUP BY room_id) b
-         WHERE r.id = b.room_id
-        RETURNING 1
-    ),
-    marked AS (
-        UPDATE members m SET read_seq = GREATEST(m.read_seq, s.seq)
-          FROM (SELECT room_id, user_id, max(seq) AS seq FROM numbered
-                 GROUP BY room_id, user_id) s
-         WHERE m.room_id = s.room_id AND m.user_id = s.user_id
-        RETURNING 1
-    )
-    SELECT c.ord, c.outcome, COALESCE(n.id, d.id), c.room_id, COALESCE(n.seq, d.seq),
-           c.user_id::text, COALESCE(n.name, d.name), COALESCE(n.text, d.text),
-           COALESCE(n.client_id, d.client_id), COALESCE(n.reply_to, d.reply_to),
-           COALESCE(n.at, d.created_at)
-      FROM checked c
-      LEFT JOIN numbered n ON n.ord = c.ord
-      LEFT JOIN messages d ON d.id = c.dup_id
-     ORDER BY c.ord;
+    FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
+        o_ord := i;
+        o_room_id := p_rooms[i];
+        o_user_id := p_users[i];
+        o_client_id := p_client_ids[i];
+        o_id := NULL; o_seq := NULL; o_name := NULL; o_text := NULL; o_reply_to := NULL;
+        o_created_at := NULL;
+        v_at := array_position(v_rooms, p_rooms[i]);
+        IF v_at IS NULL THEN
+            o_outcome := 'not_found';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        PERFORM 1 FROM members WHERE room_id = p_rooms[i] AND user_id = p_users[i]
+            FOR NO KEY UPDATE;
+        IF NOT FOUND THEN
+            o_outcome := 'forbidden';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        IF p_client_ids[i] IS NOT NULL THEN
+            SELECT m.id, m.seq, m.name, m.text, m.reply_to, m.created_at
+              INTO o_id, o_seq, o_name, o_text, o_reply_to, o_created_at
+              FROM messages m
+             WHERE m.room_id = p_rooms[i] AND m.user_id = p_users[i]
+               AND m.client_id = p_client_ids[i];
+            IF FOUND THEN
+                o_outcome := 'duplicate';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            v_key := p_rooms[i]::text || ' ' || p_users[i] || ' ' || p_client_ids[i];
+            IF v_key = ANY (a_keys) THEN
+                o_outcome := 'repeat';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
+        IF p_reply_to[i] IS NOT NULL THEN
+            PERFORM 1 FROM messages WHERE id = p_reply_to[i] AND room_id = p_rooms[i];
+            IF NOT FOUND THEN
+                o_outcome := 'invalid_reply';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
+        v_seqs[v_at] := v_seqs[v_at] + 1;
+        v_ats[v_at] := GREATEST(v_now, v_ats[v_at]);
+        IF p_client_ids[i] IS NOT NULL THEN
+            a_keys := a_keys || v_key;
+        END IF;
+        a_ids := a_ids || p_ids[i];
+        a_rooms := a_rooms || p_rooms[i];
+        a_seqs := a_seqs || v_seqs[v_at];
+        a_users := a_users || p_users[i];
+        a_names := a_names || p_names[i];
+        a_texts := a_texts || p_texts[i];
+        a_cids := a_cids || p_client_ids[i];
+        a_replies := a_replies || p_reply_to[i];
+        o_outcome := 'ok';
+        o_id := p_ids[i];
+        o_seq := v_seqs[v_at];
+        o_name := p_names[i];
+        o_text := p_texts[i];
+        o_reply_to := p_reply_to[i];
+        o_created_at := v_ats[v_at];
+        RETURN NEXT;
+    END LOOP;
+    IF array_length(a_ids, 1) IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO messages (id, room_id, seq, user_id, name, text, client_id, reply_to, created_at)
+    SELECT t.id, t.room_id, t.seq, t.user_id, t.name, t.text, t.client_id, t.reply_to,
+           v_ats[array_position(v_rooms, t.room_id)]
+      FROM unnest(a_ids, a_rooms, a_seqs, a_users, a_names, a_texts, a_cids, a_replies)
+           AS t(id, room_id, seq, user_id, name, text, client_id, reply_to);
+    UPDATE rooms r SET last_seq = t.seq, last_message_at = t.at
+      FROM unnest(v_rooms, v_seqs, v_ats) AS t(id, seq, at)
+     WHERE r.id = t.id AND r.last_seq < t.seq;
+    UPDATE members m SET read_seq = GREATEST(m.read_seq, t.seq)
+      FROM (SELECT room_id, user_id, max(seq) AS seq
+              FROM unnest(a_rooms, a_users, a_seqs) AS u(room_id, user_id, seq)
+             GROUP BY room_id, user_id) t
+     WHERE m.room_id = t.room_id AND m.user_id = t.user_id COLLATE "C";
 END
 $fn$;

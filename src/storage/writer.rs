@@ -1,8 +1,11 @@
 //! The write path of messages: group commit behind a bounded queue.
 //!
-//! Senders put their message in a bounded queue and wait for its outcome. One task per node takes
+//! Senders put their message in a bounded queue and wait for its outcome. A task per node takes
 //! whatever has arrived (up to `max_batch`) and stores it with one [`Store::send_batch`]: a lone
 //! message is written at once, and under load a batch of N costs about what one message does.
+//! Up to `writers` batches are in flight at once (Postgres overlaps their round trips and
+//! commits; the rooms they share serialize on their row locks); while all are busy, the queue
+//! fills and the next batch takes everything that gathered.
 //! Nothing waits without bound: a full queue refuses at once, and a message that waited longer
 //! than `max_wait` for its turn is refused without being written (both
 //! [`StorageError::Overloaded`]; the client may resend with the same `clientId`).
@@ -13,7 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -30,6 +34,8 @@ pub struct WriteSettings {
     pub max_batch: usize,
     /// Longest a message may wait for its turn before it is refused unwritten.
     pub max_wait: Duration,
+    /// Batches in flight at once (1 for SQLite, which has one writer connection).
+    pub writers: usize,
 }
 
 /// A message that was stored by this node, for delivery, with what its sender attached.
@@ -71,12 +77,12 @@ impl<T: Send + 'static> WriteQueue<T> {
         metrics: Arc<Metrics>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, pending) = mpsc::channel(settings.queue.max(1));
-        let writer = Writer {
+        let writer = Arc::new(Writer {
             store,
             settings,
             committed,
             metrics,
-        };
+        });
         (Self { queue }, tokio::spawn(writer.run(pending)))
     }
 
@@ -106,29 +112,42 @@ struct Writer<T> {
 }
 
 impl<T: Send + 'static> Writer<T> {
-    async fn run(self, mut pending: mpsc::Receiver<Pending<T>>) {
-        let mut batch = Vec::with_capacity(self.settings.max_batch);
+    async fn run(self: Arc<Self>, mut pending: mpsc::Receiver<Pending<T>>) {
+        let slots = Arc::new(Semaphore::new(self.settings.writers.max(1)));
+        let mut in_flight = JoinSet::new();
         loop {
+            // A free slot first, then whatever has gathered: while every slot is busy the
+            // queue fills, and the next batch takes it all.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut batch = Vec::with_capacity(self.settings.max_batch);
             // Waits for the first message only: whatever else arrived meanwhile joins it.
             if pending
                 .recv_many(&mut batch, self.settings.max_batch.max(1))
                 .await
                 == 0
             {
-                return;
+                break;
             }
             let now = Instant::now();
             let (fresh, stale): (Vec<_>, Vec<_>) = batch
-                .drain(..)
+                .into_iter()
                 .partition(|p: &Pending<T>| now - p.enqueued <= self.settings.max_wait);
             for late in stale {
                 self.metrics.write_refused.inc();
                 let _ = late.reply.send(Err(StorageError::Overloaded));
             }
+            while in_flight.try_join_next().is_some() {}
             if !fresh.is_empty() {
-                self.write(fresh).await;
+                let writer = self.clone();
+                in_flight.spawn(async move {
+                    writer.write(fresh).await;
+                    drop(slot);
+                });
             }
         }
+        while in_flight.join_next().await.is_some() {}
     }
 
     async fn write(&self, batch: Vec<Pending<T>>) {
