@@ -32,6 +32,9 @@ impl PostgresStore {
             // Short, so that with the database away sends and /readyz report `unavailable`
             // within the contract's bound instead of hanging.
             .acquire_timeout(acquire_timeout)
+            // A ping before every query would double the round trips of the write path; a
+            // broken connection fails its query instead, which the caller reports and retries.
+            .test_before_acquire(false)
             .connect(url)
             .await?;
         // sqlx takes an advisory lock, so nodes starting together migrate once.
