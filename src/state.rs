@@ -19,8 +19,9 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Durable storage (Postgres or SQLite).
     pub store: Arc<dyn Store>,
-    /// Presence and typing state (in-process or cluster-wide).
-    pub backplane: Arc<dyn Backplane>,
+    /// Presence, typing, membership, node loads and security events (in-process or
+    /// cluster-wide).
+    pub backplane: Backplane,
     /// Where the Socket.IO adapter publishes emits for other nodes.
     pub driver: BackplaneDriver,
     /// Verifies client tokens and issues dev tokens.
