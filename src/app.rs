@@ -45,6 +45,11 @@ impl Application {
             system,
         ));
         let (backplane, driver) = connect_backplane(&settings, &metrics)?;
+        // Join at once when Redis answers, so the first sockets find the node in the cluster;
+        // otherwise the upkeep's heartbeats keep trying.
+        if let Err(e) = backplane.membership.heartbeat().await {
+            tracing::warn!(error = %e, "backplane unreachable at start; serving local sockets until it answers");
+        }
         let limits = &settings.limits;
         let state = AppState {
             tokens: Arc::new(TokenKeys::new(&settings.jwt_secret)),
