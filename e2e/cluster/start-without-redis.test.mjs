@@ -65,10 +65,15 @@ describe(`a node started without Redis serves locally and joins when Redis comes
       await waitFor(ann, 'presence:update', (e) => e.userId === bob.userId && e.status === 'online', 5_000);
       await waitFor(ann, 'presence:update', (e) => e.userId === cat.userId && e.status === 'online', 5_000);
       const everyone = [ann.userId, bob.userId, cat.userId];
-      const allOnline = Object.fromEntries(everyone.map((u) => [u, 'online']));
-      await until(async () => JSON.stringify((await call(ann, 'presence:get', { userIds: everyone })).presence) === JSON.stringify(allOnline), {
-        timeoutMs: 5_000,
-        what: 'presence:get on A to see everyone online',
+      let seen;
+      await until(
+        async () => {
+          seen = (await call(ann, 'presence:get', { userIds: everyone })).presence;
+          return everyone.every((u) => seen[u] === 'online');
+        },
+        { timeoutMs: 5_000, what: 'presence:get on A to see everyone online' },
+      ).catch((err) => {
+        throw new Error(`${err.message}; last answer ${JSON.stringify(seen)}`);
       });
       const presenceMs = Date.now() - tUp;
 
