@@ -176,6 +176,42 @@ async fn a_dead_nodes_users_depart_exactly_once_within_the_timeout() {
 }
 
 #[tokio::test]
+async fn a_large_dead_node_is_reaped_in_batches() {
+    let server = RedisServer::start();
+    let p = prefix("large");
+    let a = node(&server, &p, "a", SHORT).await;
+    let b = node(&server, &p, "b", SHORT).await;
+    let mut pipe = redis::pipe();
+    for i in 0..1200 {
+        let (u, s) = (format!("u{i}"), format!("s{i}"));
+        pipe.hset(format!("{p}user:{u}"), &s, "a")
+            .sadd(format!("{p}node:a:sockets"), format!("{u}\n{s}"))
+            .sadd(format!("{p}online"), &u);
+    }
+    pipe.query_async::<()>(&mut server.raw().await)
+        .await
+        .unwrap();
+    assert!(
+        rounds(&[&a, &b], Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
+    let died = Instant::now();
+    let mut departures = Vec::new();
+    while departures.len() < 1200 {
+        assert!(
+            died.elapsed() < SHORT + SHORT,
+            "reaped {} of 1200",
+            departures.len()
+        );
+        departures.extend(rounds(&[&b], ROUND).await);
+    }
+    assert_eq!(departures.len(), 1200, "each user departs once");
+    assert_eq!(b.presence.users_online().await.unwrap(), 0);
+    assert!(!registered_nodes(&server, &p).await.contains("a"));
+}
+
+#[tokio::test]
 async fn a_node_presumed_dead_registers_again_when_it_beats() {
     let server = RedisServer::start();
     let p = prefix("presumed");

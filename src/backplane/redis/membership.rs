@@ -107,7 +107,9 @@ impl RedisMembership {
         let mut window = self.window();
         let gap = window.last_beat.map(|prev| now - prev);
         let max_gap = self.liveness.max_own_beat_gap.as_millis() as i64;
-        if gap.is_none_or(|gap| gap > max_gap) {
+        // A gap, or a Redis that forgot this node (restarted empty, restored, failed over): what
+        // it holds of the others' beats says nothing of the time before, so judge from now.
+        if registered == 1 || gap.is_none_or(|gap| gap > max_gap) {
             window.since = Some(now);
         }
         if let Some(gap) =
