@@ -10,7 +10,9 @@ for p in "$BASE_PORT" $((BASE_PORT + 1)) $((BASE_PORT + 2)); do
   echo "node :$p  sockets=${sockets:-?}  readyz=$ready"
 done
 echo "redis :$REDIS_PORT  nodes: $(redis-cli -p "$REDIS_PORT" smembers "${PREFIX}:nodes" 2>/dev/null | tr '\n' ' ')"
-for key in $(redis-cli -p "$REDIS_PORT" --scan --pattern "${PREFIX}:node:*:alive" 2>/dev/null); do
-  echo "  $key ttl=$(redis-cli -p "$REDIS_PORT" ttl "$key")s"
-done
-echo "  users online: $(redis-cli -p "$REDIS_PORT" --scan --pattern "${PREFIX}:user:*" 2>/dev/null | wc -l)"
+# Heartbeats are Redis server times in milliseconds (a sorted set): show how old each one is.
+now_ms="$(redis-cli -p "$REDIS_PORT" time 2>/dev/null | awk 'NR==1 {s=$1} NR==2 {print s * 1000 + int($1 / 1000)}')"
+redis-cli -p "$REDIS_PORT" zrange "${PREFIX}:beats" 0 -1 withscores 2>/dev/null | paste - - |
+  while read -r node beat; do echo "  heartbeat $node: $((now_ms - ${beat%.*})) ms ago"; done
+echo "  being reaped: $(redis-cli -p "$REDIS_PORT" zrange "${PREFIX}:reaping" 0 -1 2>/dev/null | tr '\n' ' ')"
+echo "  users online: $(redis-cli -p "$REDIS_PORT" scard "${PREFIX}:online" 2>/dev/null)"

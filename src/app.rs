@@ -12,10 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenKeys;
-use crate::backplane::{
-    Adapter, Backplane, BackplaneDriver, InstrumentedBackplane, LocalBackplane, ReconnectingDriver,
-    RedisBackplane,
-};
+use crate::backplane::{Adapter, Backplane, BackplaneDriver, ReconnectingDriver, RedisOptions};
 use crate::config::Settings;
 use crate::limits::ConnectionLimiter;
 use crate::metrics::Metrics;
@@ -51,13 +48,12 @@ impl Application {
             metrics.clone(),
             system,
         ));
-        let (backplane, driver) = connect_backplane(&settings).await?;
-        // In-process state needs no spans; Redis calls are worth seeing in a trace.
-        let backplane: Arc<dyn Backplane> = if settings.redis.is_some() {
-            Arc::new(InstrumentedBackplane::new(backplane, metrics.clone()))
-        } else {
-            backplane
-        };
+        let (backplane, driver) = connect_backplane(&settings, &metrics)?;
+        // Join at once when Redis answers, so the first sockets find the node in the cluster;
+        // otherwise the upkeep's heartbeats keep trying.
+        if let Err(e) = backplane.membership.heartbeat().await {
+            tracing::warn!(error = %e, "backplane unreachable at start; serving local sockets until it answers");
+        }
         let limits = &settings.limits;
         // Bounded like the queue in front of it: a stalled delivery stops the writer, which
         // fills the queue, which refuses sends at once.
@@ -158,6 +154,11 @@ impl Application {
             io.clone(),
             upkeep.clone(),
         ));
+        let loads_task = tokio::spawn(http::ops::publish_loads(
+            state.clone(),
+            io.clone(),
+            upkeep.clone(),
+        ));
 
         let stop_serving = CancellationToken::new();
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -186,8 +187,8 @@ impl Application {
             }
             state.lifecycle.wait_idle().await;
             upkeep.cancel();
-            let _ = upkeep_task.await;
-            match state.backplane.leave_cluster().await {
+            let _ = tokio::join!(upkeep_task, loads_task);
+            match state.backplane.membership.leave().await {
                 Ok(departures) => socket::announce_departures(&state, &io, departures).await,
                 Err(e) => tracing::warn!(error = %e, "could not leave the cluster cleanly"),
             }
@@ -209,30 +210,35 @@ impl Application {
 }
 
 /// Chooses the backplane in one place: in-process for a single node, Redis for a cluster.
-async fn connect_backplane(
+/// Nothing waits for Redis: a node starts while it is unreachable (serving its own sockets,
+/// `/readyz` 503) and joins the cluster when it answers.
+fn connect_backplane(
     settings: &Settings,
-) -> anyhow::Result<(Arc<dyn Backplane>, BackplaneDriver)> {
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Backplane, BackplaneDriver)> {
     let limits = &settings.limits;
     let Some(redis) = &settings.redis else {
-        let local = LocalBackplane::new(limits.typing_ttl, limits.typing_rebroadcast)
-            .with_node_id(settings.node_id.clone());
-        return Ok((Arc::new(local), BackplaneDriver::InProcess));
+        let local = Backplane::local(
+            settings.node_id.clone(),
+            limits.typing_ttl,
+            limits.typing_rebroadcast,
+        );
+        return Ok((local, BackplaneDriver::InProcess));
     };
-    let backplane = RedisBackplane::connect(
-        redis.url.expose(),
-        settings.node_id.clone(),
-        format!("{}:", redis.prefix),
-        settings.node_timeout,
-        limits.typing_ttl,
-        limits.typing_rebroadcast,
-    )
-    .await
-    .context("connecting the Redis backplane")?;
+    let options = RedisOptions {
+        url: redis.url.expose().to_owned(),
+        node_id: settings.node_id.clone(),
+        prefix: format!("{}:", redis.prefix),
+        node_timeout: settings.node_timeout,
+        typing_ttl: limits.typing_ttl,
+        typing_rebroadcast: limits.typing_rebroadcast,
+    };
+    let backplane =
+        Backplane::redis(options, metrics.clone()).context("setting up the Redis backplane")?;
     // The driver's errors could quote the URL, which may hold a password.
     let driver = ReconnectingDriver::connect(redis.url.expose())
-        .await
-        .map_err(|_| anyhow::anyhow!("connecting the Redis pub/sub driver failed"))?;
-    Ok((Arc::new(backplane), BackplaneDriver::Redis(driver)))
+        .map_err(|_| anyhow::anyhow!("setting up the Redis pub/sub driver failed"))?;
+    Ok((backplane, BackplaneDriver::Redis(driver)))
 }
 
 fn settings_prefix(settings: &Settings) -> String {

@@ -145,8 +145,10 @@ pub struct Config {
     #[arg(long, env = "CONFAB_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,
 
-    /// Seconds without a heartbeat after which a node counts as dead (cluster only).
-    #[arg(long, env = "CONFAB_NODE_TIMEOUT", default_value_t = 10)]
+    /// Seconds within which a crashed node's users are announced offline (cluster only): its
+    /// heartbeats (every 500 ms) must stop for this minus one second (the sweep period and time
+    /// to announce) before it counts as dead.
+    #[arg(long, env = "CONFAB_NODE_TIMEOUT", default_value_t = 5)]
     pub node_timeout: u64,
 
     /// Log output format.
@@ -183,7 +185,8 @@ pub struct Settings {
     pub dev_tokens: bool,
     pub limits: Limits,
     pub shutdown_timeout: Duration,
-    /// Silence after which a node counts as dead and its sockets are reaped.
+    /// Bound on announcing a crashed node's users offline; the heartbeat timing derives from it
+    /// (`backplane::Liveness`).
     pub node_timeout: Duration,
     pub log_format: LogFormat,
     /// Bearer key of the operations API; `None` turns the API off (404).
@@ -222,8 +225,9 @@ impl Config {
         {
             return err("CONFAB_REDIS_URL must start with redis:// or rediss://");
         }
-        if self.node_timeout < 2 {
-            return err("CONFAB_NODE_TIMEOUT must be at least 2 seconds");
+        // Below 3 s a node would be reaped after missing only a few heartbeats.
+        if !(3..=3600).contains(&self.node_timeout) {
+            return err("CONFAB_NODE_TIMEOUT must be 3-3600 seconds");
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.len() > 64 {
             return err("CONFAB_REDIS_PREFIX must be 1-64 characters");
@@ -380,7 +384,8 @@ mod tests {
         assert!(parse(&["--database-url", "mysql://x"]).is_err());
         assert!(parse(&["--send-rate-per-sec", "0"]).is_err());
         assert!(parse(&["--redis-url", "http://x"]).is_err());
-        assert!(parse(&["--node-timeout", "1"]).is_err());
+        assert!(parse(&["--node-timeout", "2"]).is_err());
+        assert_eq!(parse(&[]).unwrap().node_timeout, Duration::from_secs(5));
         assert!(parse(&["--api-key", "short"]).is_err());
         assert!(parse(&["--api-key", "0123456789abcdef"]).is_ok());
         assert!(parse(&["--write-batch", "0"]).is_err());

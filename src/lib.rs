@@ -16,8 +16,8 @@
 //! 4. After the commit, the ack goes back and `message:new` goes to the room's Socket.IO room,
 //!    which socketioxide's adapter delivers to every member's sockets except the sender's.
 //!
-//! Presence and typing state live behind [`backplane::Backplane`]; room emits go through
-//! socketioxide's adapter.
+//! Presence, typing and cluster membership live in the parts of a [`backplane::Backplane`];
+//! room emits go through socketioxide's adapter.
 
 pub mod auth;
 pub mod backplane;

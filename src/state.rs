@@ -24,8 +24,9 @@ pub struct AppState {
     pub writes: WriteQueue<Origin>,
     /// Users seen connecting, recorded in batches off the connect path.
     pub seen: SeenRecorder,
-    /// Presence and typing state (in-process or cluster-wide).
-    pub backplane: Arc<dyn Backplane>,
+    /// Presence, typing, membership, node loads and security events (in-process or
+    /// cluster-wide).
+    pub backplane: Backplane,
     /// Where the Socket.IO adapter publishes emits for other nodes.
     pub driver: BackplaneDriver,
     /// Verifies client tokens and issues dev tokens.

@@ -6,14 +6,14 @@ mod support;
 
 use std::time::Duration;
 
-use confab::backplane::{Backplane, NodeLoad, RedisBackplane, SecurityEvent, SecurityKind};
+use confab::backplane::{Backplane, NodeLoad, SecurityEvent, SecurityKind};
 use confab::config::{RedisSettings, Secret, Settings};
 use confab::domain::UserId;
 use futures::FutureExt;
 use rust_socketio::TransportType;
 use rust_socketio::asynchronous::ClientBuilder;
 use serde_json::{Value, json};
-use support::redis::RedisServer;
+use support::redis::{NodeSpec, RedisServer};
 use support::{Backend, TestApp, TestClient};
 
 const KEY: &str = "ops-test-key-0123456789abcdef";
@@ -496,37 +496,26 @@ fn user(id: &str) -> UserId {
     UserId::parse(id).unwrap()
 }
 
-async fn redis_node(
-    server: &RedisServer,
-    prefix: &str,
-    id: &str,
-    timeout: Duration,
-) -> RedisBackplane {
-    let (ttl, rebroadcast) = (Duration::from_secs(5), Duration::from_secs(2));
-    RedisBackplane::connect(
-        &server.url(),
-        id.to_owned(),
-        prefix.to_owned(),
-        timeout,
-        ttl,
-        rebroadcast,
-    )
-    .await
-    .unwrap()
+async fn redis_node(server: &RedisServer, prefix: &str, id: &str) -> Backplane {
+    let mut spec = NodeSpec::new(server, prefix, id);
+    // A lapse of 1.5 s, so that the reaping below is quick.
+    spec.node_timeout = Duration::from_millis(2500);
+    spec.join().await
 }
 
 #[tokio::test]
 async fn the_redis_backplane_counts_users_online_through_connects_disconnects_and_reaping() {
     let server = RedisServer::start();
     let prefix = format!("{}:", unique("ops-bp"));
-    let one = redis_node(&server, &prefix, "one", Duration::from_secs(10)).await;
-    let two = redis_node(&server, &prefix, "two", Duration::from_millis(300)).await;
-    one.socket_connected(&user("ann"), "s1").await.unwrap();
-    one.socket_connected(&user("bob"), "s2").await.unwrap();
-    two.socket_connected(&user("ann"), "s3").await.unwrap();
-    two.socket_connected(&user("cid"), "s4").await.unwrap();
-    assert_eq!(one.users_online().await.unwrap(), 3);
-    let ann = two.user_presence(&user("ann")).await.unwrap();
+    let one = redis_node(&server, &prefix, "one").await;
+    let two = redis_node(&server, &prefix, "two").await;
+    let on = async |bp: &Backplane, u: &str, s: &str| bp.presence.connected(&user(u), s).await;
+    on(&one, "ann", "s1").await.unwrap();
+    on(&one, "bob", "s2").await.unwrap();
+    on(&two, "ann", "s3").await.unwrap();
+    on(&two, "cid", "s4").await.unwrap();
+    assert_eq!(one.presence.users_online().await.unwrap(), 3);
+    let ann = two.presence.user_presence(&user("ann")).await.unwrap();
     assert_eq!(
         (ann.online, ann.sockets, ann.nodes),
         (true, 2, vec!["one".to_owned(), "two".to_owned()])
@@ -539,13 +528,24 @@ async fn the_redis_backplane_counts_users_online_through_connects_disconnects_an
         messages_stored: 7,
         ..NodeLoad::default()
     };
-    one.publish_node_stats(load.clone()).await.unwrap();
-    two.publish_node_stats(load).await.unwrap();
-    assert_eq!(two.cluster_nodes().await.unwrap().len(), 2);
+    one.loads.publish(load.clone()).await.unwrap();
+    two.loads.publish(load).await.unwrap();
+    assert_eq!(two.loads.nodes().await.unwrap().len(), 2);
 
-    // "two" goes silent: its heartbeat and its published load lapse, and "one" reaps it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let nodes = one.cluster_nodes().await.unwrap();
+    // "two" goes silent: "one", beating on, reaps it, and its published load goes with it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut reaped = Vec::new();
+    while reaped.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two was never reaped"
+        );
+        one.membership.heartbeat().await.unwrap();
+        reaped = one.membership.sweep().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reaped.len(), 1, "cid left with two");
+    let nodes = one.loads.nodes().await.unwrap();
     assert_eq!(nodes.len(), 1);
     assert_eq!(
         (
@@ -555,11 +555,12 @@ async fn the_redis_backplane_counts_users_online_through_connects_disconnects_an
         ),
         ("one", 5, 7)
     );
-    one.maintain().await.unwrap();
-    assert_eq!(one.users_online().await.unwrap(), 2, "cid left with two");
-    assert!(one.socket_disconnected(&user("bob"), "s2").await.unwrap());
-    assert_eq!(one.users_online().await.unwrap(), 1);
-    assert!(!one.user_presence(&user("cid")).await.unwrap().online);
+    assert_eq!(one.presence.users_online().await.unwrap(), 2);
+    let bob_left = one.presence.disconnected(&user("bob"), "s2").await;
+    assert!(bob_left.unwrap());
+    assert_eq!(one.presence.users_online().await.unwrap(), 1);
+    let cid = one.presence.user_presence(&user("cid")).await.unwrap();
+    assert!(!cid.online);
 
     // The newest 200 security events, newest first, shared by every node; a flood beyond the
     // node's budget (a burst of 200, then 20 a second) is dropped, not written.
@@ -572,15 +573,15 @@ async fn the_redis_backplane_counts_users_online_through_connects_disconnects_an
             peer: Some(format!("10.0.0.{}", i % 250)),
             detail: Some(format!("n{i}")),
         };
-        one.record_security_event(event).await.unwrap();
+        one.security.record(event).await.unwrap();
     }
-    let kept = two.recent_security_events(1000).await.unwrap();
+    let kept = two.security.recent(1000).await.unwrap();
     assert_eq!(kept.len(), 200);
     assert_eq!(kept[0].detail.as_deref(), Some("n199"));
     assert_eq!(kept[199].detail.as_deref(), Some("n0"));
 
-    one.leave_cluster().await.unwrap();
-    assert!(two.cluster_nodes().await.unwrap().is_empty());
+    one.membership.leave().await.unwrap();
+    assert!(two.loads.nodes().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

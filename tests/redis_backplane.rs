@@ -1,28 +1,23 @@
-//! The Redis backplane and pub/sub driver against a real redis-server started per test.
+//! The Redis backplane's presence and typing parts and the pub/sub driver, against a real
+//! redis-server started per test. Membership (heartbeats, reaping, outages) is
+//! `redis_membership.rs`.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod support;
 
-use confab::backplane::{
-    Backplane, Departure, ExpiredTyping, ReconnectingDriver, RedisBackplane, Typer,
-};
+use confab::backplane::{Backplane, ExpiredTyping, ReconnectingDriver, Typer};
 use confab::domain::{RoomId, UserId};
 use futures::StreamExt;
 use socketioxide_redis::drivers::Driver;
-use support::redis::RedisServer;
+use support::redis::{NodeSpec, RedisServer, prefix};
 use tokio::time::{Instant, sleep, timeout};
 
 const TTL: Duration = Duration::from_millis(600);
 const REBROADCAST: Duration = Duration::from_millis(300);
 const POLL: Duration = Duration::from_millis(50);
 const SECS_5: Duration = Duration::from_secs(5);
-
-fn prefix(test: &str) -> String {
-    format!("test:{test}:{}:", uuid::Uuid::new_v4().simple())
-}
 
 fn user(id: &str) -> UserId {
     UserId::parse(id).unwrap()
@@ -35,21 +30,11 @@ fn typer(id: &str, name: &str) -> Typer {
     }
 }
 
-async fn node_with(
-    server: &RedisServer,
-    prefix: &str,
-    id: &str,
-    node_timeout: Duration,
-    typing_ttl: Duration,
-) -> RedisBackplane {
-    let (url, id, prefix) = (server.url(), id.to_owned(), prefix.to_owned());
-    RedisBackplane::connect(&url, id, prefix, node_timeout, typing_ttl, REBROADCAST)
-        .await
-        .unwrap()
-}
-
-async fn node(server: &RedisServer, prefix: &str, id: &str) -> RedisBackplane {
-    node_with(server, prefix, id, Duration::from_secs(10), TTL).await
+async fn node(server: &RedisServer, prefix: &str, id: &str) -> Backplane {
+    let mut spec = NodeSpec::new(server, prefix, id);
+    spec.typing_ttl = TTL;
+    spec.rebroadcast = REBROADCAST;
+    spec.join().await
 }
 
 /// Terse calls for the assertions below.
@@ -63,33 +48,38 @@ trait Calls {
     async fn expired(&self) -> Vec<ExpiredTyping>;
 }
 
-impl Calls for RedisBackplane {
+impl Calls for Backplane {
     async fn on(&self, user_id: &str, socket: &str) -> bool {
-        self.socket_connected(&user(user_id), socket).await.unwrap()
+        self.presence
+            .connected(&user(user_id), socket)
+            .await
+            .unwrap()
     }
     async fn off(&self, user_id: &str, socket: &str) -> bool {
-        self.socket_disconnected(&user(user_id), socket)
+        self.presence
+            .disconnected(&user(user_id), socket)
             .await
             .unwrap()
     }
     async fn online_of(&self, users: &[&str]) -> Vec<bool> {
         let users: Vec<UserId> = users.iter().map(|u| user(u)).collect();
-        self.online(&users).await.unwrap()
+        self.presence.online(&users).await.unwrap()
     }
     async fn start(&self, room: RoomId, user_id: &str, name: &str) -> bool {
         let now = Instant::now();
-        self.typing_start(room, typer(user_id, name), now)
+        self.typing
+            .start(room, typer(user_id, name), now)
             .await
             .unwrap()
     }
     async fn stop(&self, room: RoomId, user_id: &str) -> bool {
-        self.typing_stop(room, &user(user_id)).await.unwrap()
+        self.typing.stop(room, &user(user_id)).await.unwrap()
     }
     async fn typing(&self, room: RoomId) -> Vec<Typer> {
-        self.typers(room, Instant::now()).await.unwrap()
+        self.typing.typers(room, Instant::now()).await.unwrap()
     }
     async fn expired(&self) -> Vec<ExpiredTyping> {
-        self.take_expired_typing(Instant::now()).await.unwrap()
+        self.typing.take_expired(Instant::now()).await.unwrap()
     }
 }
 
@@ -99,14 +89,6 @@ async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         sleep(POLL).await;
-    }
-}
-
-fn departed(user_id: &str, rooms: Vec<RoomId>) -> Departure {
-    let typing_rooms = sorted(rooms);
-    Departure {
-        user_id: user(user_id),
-        typing_rooms,
     }
 }
 
@@ -121,6 +103,7 @@ async fn a_user_stays_online_while_a_socket_remains_on_any_node() {
     let p = prefix("presence");
     let (a, b) = (node(&server, &p, "a").await, node(&server, &p, "b").await);
     assert_eq!(a.describe(), "redis");
+    let (ann, bob) = (user("ann"), user("bob"));
     assert!(a.on("ann", "s1").await);
     assert!(!b.on("ann", "s2").await);
     assert!(!a.off("ann", "s1").await);
@@ -129,96 +112,20 @@ async fn a_user_stays_online_while_a_socket_remains_on_any_node() {
     assert!(!b.off("ann", "s2").await);
     assert_eq!(a.online_of(&["ann"]).await, [false]);
     assert!(a.online_of(&[]).await.is_empty());
-    assert!(a.is_ready() && b.is_ready());
-}
+    assert!(a.membership.is_ready() && b.membership.is_ready());
 
-#[tokio::test]
-async fn leaving_the_cluster_reports_users_left_without_sockets() {
-    let server = RedisServer::start();
-    let p = prefix("leave");
-    let (a, b) = (node(&server, &p, "a").await, node(&server, &p, "b").await);
-    let room = RoomId::new();
-    a.on("ann", "s1").await;
-    a.on("bob", "s2").await;
-    b.on("ann", "s3").await;
-    a.start(room, "bob", "Bob").await;
+    // The operations view: users online (a set, so O(1)) and where one user is connected.
+    a.on("ann", "s3").await;
+    b.on("ann", "s4").await;
+    b.on("bob", "s5").await;
+    assert_eq!(a.presence.users_online().await.unwrap(), 2);
+    let presence = b.presence.user_presence(&ann).await.unwrap();
     assert_eq!(
-        a.leave_cluster().await.unwrap(),
-        [departed("bob", vec![room])]
+        (presence.online, presence.sockets, presence.nodes),
+        (true, 2, vec!["a".to_owned(), "b".to_owned()])
     );
-    assert_eq!(b.online_of(&["ann", "bob"]).await, [true, false]);
-    assert!(b.typing(room).await.is_empty());
-    assert!(b.maintain().await.unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn a_dead_nodes_users_depart_exactly_once() {
-    let server = RedisServer::start();
-    let p = prefix("reap");
-    let (short, long) = (Duration::from_secs(1), Duration::from_secs(30));
-    let a = node_with(&server, &p, "a", short, long).await;
-    let b = node_with(&server, &p, "b", long, long).await;
-    let c = node_with(&server, &p, "c", long, long).await;
-    let (r1, r2) = (RoomId::new(), RoomId::new());
-    a.on("ann", "s1").await;
-    a.on("bob", "s2").await;
-    b.on("bob", "s3").await;
-    a.start(r1, "ann", "Ann").await;
-    a.start(r2, "ann", "Ann").await;
-
-    // `a` stops maintaining: its heartbeat lapses after 1 s while b and c race to reap it.
-    let mut departures = Vec::new();
-    let mut rounds_after = 0;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while rounds_after < 5 {
-        assert!(Instant::now() < deadline, "node a was never reaped");
-        let (from_b, from_c) = tokio::join!(b.maintain(), c.maintain());
-        departures.extend(from_b.unwrap().into_iter().chain(from_c.unwrap()));
-        rounds_after += usize::from(!departures.is_empty());
-        sleep(Duration::from_millis(100)).await;
-    }
-    let departures: Vec<Departure> = departures
-        .into_iter()
-        .map(|d| departed(d.user_id.as_str(), d.typing_rooms))
-        .collect();
-    assert_eq!(departures, [departed("ann", vec![r1, r2])]);
-    assert_eq!(b.online_of(&["ann", "bob"]).await, [false, true]);
-    assert!(c.typing(r1).await.is_empty());
-    let mut raw = server.raw().await;
-    let (nodes, sockets_left, typing_left): (HashSet<String>, bool, u64) = redis::pipe()
-        .smembers(format!("{p}nodes"))
-        .exists(format!("{p}node:a:sockets"))
-        .zcard(format!("{p}typing-expiry"))
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    assert_eq!(nodes, HashSet::from(["b".to_owned(), "c".to_owned()]));
-    assert_eq!((sockets_left, typing_left), (false, 0));
-    // Bob's last socket going away is still reported, once, by its own node.
-    assert!(b.off("bob", "s3").await);
-}
-
-#[tokio::test]
-async fn a_restarted_node_does_not_resurrect_stale_entries() {
-    let server = RedisServer::start();
-    let p = prefix("restart");
-    let room = RoomId::new();
-    let crashed = node(&server, &p, "n1").await;
-    crashed.on("ann", "s1").await;
-    crashed.start(room, "ann", "Ann").await;
-    drop(crashed);
-
-    let other = node(&server, &p, "n2").await;
-    let restarted = node(&server, &p, "n1").await;
-    assert_eq!(other.online_of(&["ann"]).await, [false]);
-    assert!(other.typing(room).await.is_empty());
-    assert!(other.maintain().await.unwrap().is_empty());
-    assert_eq!(
-        restarted.maintain().await.unwrap(),
-        [departed("ann", vec![room])]
-    );
-    assert!(restarted.maintain().await.unwrap().is_empty());
-    assert!(restarted.on("ann", "s2").await);
+    assert!(b.off("bob", "s5").await);
+    assert!(!a.presence.user_presence(&bob).await.unwrap().online);
 }
 
 #[tokio::test]
@@ -271,10 +178,10 @@ async fn typing_starts_rebroadcasts_stops_and_expires_like_the_local_backplane()
     let (r1, r2) = (RoomId::new(), RoomId::new());
     bp.start(r1, "dan", "Dan").await;
     bp.start(r2, "dan", "Dan").await;
-    let stopped = bp.typing_stop_all(&user("dan")).await.unwrap();
+    let stopped = bp.typing.stop_all(&user("dan")).await.unwrap();
     assert_eq!(sorted(stopped), sorted(vec![r1, r2]));
     assert!(bp.typing(r1).await.is_empty());
-    assert!(bp.typing_stop_all(&user("dan")).await.unwrap().is_empty());
+    assert!(bp.typing.stop_all(&user("dan")).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -311,8 +218,8 @@ async fn each_typing_expiry_is_claimed_by_exactly_one_node() {
 #[tokio::test]
 async fn the_driver_strips_its_envelope_and_survives_a_redis_restart() {
     let mut server = RedisServer::start();
-    let sender = ReconnectingDriver::connect(&server.url()).await.unwrap();
-    let receiver = ReconnectingDriver::connect(&server.url()).await.unwrap();
+    let sender = ReconnectingDriver::connect(&server.url()).unwrap();
+    let receiver = ReconnectingDriver::connect(&server.url()).unwrap();
     let contexts = Arc::new(Mutex::new(Vec::new()));
     let seen = contexts.clone();
     receiver.set_context_sink(Arc::new(move |chan: &str, ctx: &str, _payload: &[u8]| {
@@ -341,9 +248,9 @@ async fn the_driver_strips_its_envelope_and_survives_a_redis_restart() {
     assert_eq!(raw.unwrap(), 1);
     assert_eq!(next().await, item(b"\x81\xa3raw"));
     assert_eq!(sender.num_serv(&chan).await.unwrap(), 1);
-    assert!(sender.is_healthy() && receiver.is_healthy());
+    let healthy = async || sender.is_healthy() && receiver.is_healthy();
+    eventually("both drivers are healthy", SECS_5, healthy).await;
 
-    let port = server.port;
     server.kill();
     let started = Instant::now();
     sender
@@ -362,7 +269,7 @@ async fn the_driver_strips_its_envelope_and_survives_a_redis_restart() {
     })
     .await;
 
-    let _server = RedisServer::start_on(port);
+    server.restart();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         assert!(
@@ -378,10 +285,39 @@ async fn the_driver_strips_its_envelope_and_survives_a_redis_restart() {
         }
     }
     let healthy = async || sender.is_healthy() && receiver.is_healthy();
-    eventually(
-        "both drivers are healthy",
-        deadline - Instant::now(),
-        healthy,
-    )
+    eventually("both drivers are healthy again", SECS_5, healthy).await;
+}
+
+#[tokio::test]
+async fn a_driver_made_while_redis_is_away_subscribes_once_it_is_back() {
+    let port = support::redis::free_port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let driver = ReconnectingDriver::connect(&url).unwrap();
+    let chan = format!("{}#/#", prefix("driver-late"));
+    let started = Instant::now();
+    let mut messages = driver.subscribe(chan.clone(), 64).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "subscribe stalled"
+    );
+    assert!(!driver.is_healthy());
+
+    let server = RedisServer::start_on(port);
+    eventually("the driver is healthy", SECS_5, async || {
+        driver.is_healthy()
+    })
     .await;
+    let mut raw = server.raw().await;
+    let published: i64 = redis::cmd("PUBLISH")
+        .arg(&chan)
+        .arg(b"late")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        published, 1,
+        "the channel asked for before Redis was up is subscribed"
+    );
+    let got = timeout(SECS_5, messages.next()).await.ok().flatten();
+    assert_eq!(got, Some((chan, b"late".to_vec())));
 }

@@ -5,7 +5,11 @@
 //   const cluster = await startCluster({ nodes: 3, env: { CONFAB_NODE_TIMEOUT: '3' }, nginx: true });
 //   cluster.nodes[0].url; await cluster.nodes[2].kill('SIGKILL'); await cluster.nodes[2].restart();
 //   await cluster.redis.stop(); await cluster.redis.start();
+//   const admin = await redisAdmin(cluster.redis.port); await admin.command('CLIENT', 'PAUSE', '3000'); admin.close();
 //   await cluster.stop();
+//
+// `startCluster({ persistentRedis: true })` gives a Redis that keeps its state in an append-only
+// file (fsync on every write), as production Redis usually does: a restart comes back with it.
 //
 // Postgres: CONFAB_E2E_CLUSTER_DATABASE_URL (a URL template with `{db}`), else CONFAB_E2E_DATABASE_URL
 // when it names Postgres, else postgres://postgres@127.0.0.1:5432/{db}. Every process started here
@@ -79,6 +83,72 @@ export function redisPing(port, timeoutMs = 500) {
   });
 }
 
+/** One RESP reply from `buf` at `at`: `[value, next offset]`, or null when incomplete. */
+function parseReply(buf, at = 0) {
+  const end = buf.indexOf('\r\n', at);
+  if (end < 0) return null;
+  const kind = buf[at];
+  const line = buf.slice(at + 1, end);
+  if (kind === '+' || kind === ':') return [kind === ':' ? Number(line) : line, end + 2];
+  if (kind === '-') return [new Error(line), end + 2];
+  if (kind === '$') {
+    const len = Number(line);
+    if (len < 0) return [null, end + 2];
+    if (buf.length < end + 2 + len + 2) return null;
+    return [buf.slice(end + 2, end + 2 + len), end + 2 + len + 2];
+  }
+  if (kind === '*') {
+    const items = [];
+    let next = end + 2;
+    for (let i = 0; i < Number(line); i += 1) {
+      const item = parseReply(buf, next);
+      if (!item) return null;
+      items.push(item[0]);
+      next = item[1];
+    }
+    return [items, next];
+  }
+  throw new Error(`unexpected RESP reply: ${buf.slice(at, at + 40)}`);
+}
+
+/**
+ * One connection to Redis for the test itself (kept open, so it still works while Redis refuses
+ * new connections): `command(...args)` resolves to the reply (rejects on an error reply).
+ */
+export function redisAdmin(port) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ port, host: '127.0.0.1' });
+    let buf = '';
+    const waiting = [];
+    sock.setEncoding('utf8');
+    sock.on('data', (d) => {
+      buf += d;
+      for (;;) {
+        const reply = waiting.length ? parseReply(buf) : null;
+        if (!reply) return;
+        buf = buf.slice(reply[1]);
+        const { ok, fail } = waiting.shift();
+        if (reply[0] instanceof Error) fail(reply[0]);
+        else ok(reply[0]);
+      }
+    });
+    sock.on('error', (err) => {
+      for (const w of waiting.splice(0)) w.fail(err);
+      reject(err);
+    });
+    sock.on('connect', () =>
+      resolve({
+        command: (...args) =>
+          new Promise((ok, fail) => {
+            waiting.push({ ok, fail });
+            sock.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(String(a))}\r\n${a}\r\n`).join('')}`);
+          }),
+        close: () => sock.destroy(),
+      }),
+    );
+  });
+}
+
 /**
  * Polls `check` (async, truthy when done) every `intervalMs` until `timeoutMs`; returns its value.
  * Errors thrown by `check` count as "not yet", except those made with `fatal()`.
@@ -127,10 +197,11 @@ export async function socketGauge(url) {
   return total;
 }
 
-function startRedis({ port, dir }) {
+function startRedis({ port, dir, persistent }) {
+  const persistence = persistent ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
   const child = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'],
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--dir', dir, '--daemonize', 'no'],
     { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
@@ -162,7 +233,7 @@ function startRedis({ port, dir }) {
  * `{ url, host, port, nodeId, letter, kill(signal), stop(), restart(), alive(), output() }` (`url`
  * changes on restart) and `redis` is `{ port, url, stop(signal), start(), output() }`.
  */
-export async function startCluster({ nodes: count = 3, env = {}, nginx = false, name = 'cluster' } = {}) {
+export async function startCluster({ nodes: count = 3, env = {}, nginx = false, name = 'cluster', persistentRedis = false } = {}) {
   requireCommand('redis-server', ['--version'], 'install it with `apt-get install -y redis-server`');
   if (nginx) requireCommand('nginx', ['-v'], 'install it with `apt-get install -y nginx`');
   if (count < 1 || count > LETTERS.length) throw new Error(`startCluster: nodes must be 1..${LETTERS.length}`);
@@ -225,7 +296,7 @@ export async function startCluster({ nodes: count = 3, env = {}, nginx = false, 
       /** Resolves once Redis answers PING on its port. */
       async start() {
         if (redisProc && redisProc.exited() === null) throw new Error('redis is already running');
-        redisProc = startRedis({ port: redisPort, dir: redisDir });
+        redisProc = startRedis({ port: redisPort, dir: redisDir, persistent: persistentRedis });
         const proc = redisProc;
         redisOutput.push(proc);
         await until(
@@ -362,8 +433,11 @@ function makeNode({ cluster, letter, nodeId, baseEnv, env }) {
     get pid() {
       return proc?.pid;
     },
-    /** Starts the process (port 0, so a new URL each time) and waits until /readyz is 200. */
-    async start() {
+    /**
+     * Starts the process (port 0, so a new URL each time) and waits until /readyz is 200, or only
+     * until it listens with `{ ready: false }` (to start it while Redis is away).
+     */
+    async start({ ready = true } = {}) {
       if (proc?.alive()) throw new Error(`node ${nodeId} is already running`);
       told = false;
       proc = await launchConfab({
@@ -373,6 +447,7 @@ function makeNode({ cluster, letter, nodeId, baseEnv, env }) {
       });
       outputs.push(proc);
       const p = proc;
+      if (!ready) return node;
       await until(
         async () => {
           if (!p.alive()) throw fatal(`node ${nodeId} exited: ${JSON.stringify(p.exitStatus())}`);
@@ -398,9 +473,9 @@ function makeNode({ cluster, letter, nodeId, baseEnv, env }) {
     /** Whether the current process exited although nobody stopped or killed it. */
     exitedUnexpectedly: () => Boolean(proc && !proc.alive() && !told),
     /** Starts the node again with the same id (stopping it first if it still runs); resolves to the node. */
-    async restart() {
+    async restart(options) {
       if (proc?.alive()) await proc.stop();
-      return node.start();
+      return node.start(options);
     },
     alive: () => Boolean(proc?.alive()),
     exitStatus: () => proc?.exitStatus() ?? null,

@@ -1,93 +1,93 @@
-//! A socketioxide-redis driver that survives Redis restarts.
+//! The socketioxide-redis driver of a cluster: pub/sub on redis-rs's `ConnectionManager`.
 //!
-//! The stock driver subscribes on one multiplexed connection that never resubscribes, and its
-//! publish errors make the adapter fail even the local part of a broadcast. Here a background
-//! task owns a dedicated pub/sub connection and rebuilds it (resubscribing every channel) for as
-//! long as the driver lives, and a failed publish is counted and swallowed: the other nodes'
-//! clients recover what they missed through `message:history`.
+//! The library does the reconnecting: the manager rebuilds its connection with backoff and, with
+//! RESP3 push messages and automatic resubscription, subscribes again to every channel Redis had
+//! confirmed before the new connection carries anything. What confab adds:
+//!
+//! - The envelope: every message carries a context (the publish time and the trace context, see
+//!   `socket/relay.rs`) ahead of the adapter's payload.
+//! - A publish that never fails: the stock driver's failed publish makes the adapter cancel even
+//!   the local part of a broadcast. Here a failed publish is counted and swallowed; the other
+//!   nodes' clients recover what they missed through `message:history`.
+//! - A probe every 500 ms, which reports health for `/readyz`, makes an idle manager notice a
+//!   dead connection (it only reconnects when a command fails), and subscribes the channels that
+//!   were asked for while Redis was away (the manager only replays subscriptions Redis confirmed).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use futures::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind};
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
-/// Marks a payload wrapped with a trace context; socketioxide-redis payloads are msgpack and
-/// never start with these bytes.
+/// Marks a payload wrapped with a context; socketioxide-redis payloads are msgpack and never
+/// start with these bytes.
 const MAGIC: &[u8; 3] = b"CF1";
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// A half-open TCP connection never ends the stream, so the subscriber pings to notice.
-const PING_EVERY: Duration = Duration::from_secs(1);
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+const IO_TIMEOUT: Duration = Duration::from_secs(1);
+/// Emits await the publish: with Redis unreachable, give up quickly and deliver locally.
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
 const WARN_EVERY: Duration = Duration::from_secs(1);
 
-/// Returns the trace context to send with a message (e.g. a W3C `traceparent`).
+/// Returns the context to send with a message (publish time, W3C `traceparent`).
 pub type ContextProvider = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 /// Receives `(channel, context, payload)` of an arriving message, before the adapter delivers it.
 pub type ContextSink = Arc<dyn Fn(&str, &str, &[u8]) + Send + Sync>;
 
-enum Command {
-    Subscribe(String, oneshot::Sender<()>),
-    Unsubscribe(String),
-}
-
-/// State shared by every clone and the subscriber task.
+/// State shared by every clone and the background tasks (which end when the last clone goes).
 #[derive(Default)]
 struct Shared {
+    /// The adapter's stream of each subscribed channel.
     handlers: RwLock<HashMap<String, mpsc::Sender<ChanItem>>>,
-    subscribed: AtomicBool,
-    publish_ok: AtomicBool,
+    /// The last probe found the connection up with every channel subscribed.
+    healthy: AtomicBool,
     dropped: AtomicU64,
     last_warn: Mutex<Option<Instant>>,
     provider: RwLock<Option<ContextProvider>>,
     sink: RwLock<Option<ContextSink>>,
 }
 
-/// Pub/sub between nodes that reconnects and resubscribes by itself.
-///
-/// The subscriber task ends once every clone is dropped (the command channel closes).
+/// Pub/sub between nodes that survives Redis restarts, and a node started without Redis.
 #[derive(Clone)]
 pub struct ReconnectingDriver {
     shared: Arc<Shared>,
     conn: ConnectionManager,
-    commands: mpsc::UnboundedSender<Command>,
 }
 
 impl ReconnectingDriver {
-    pub async fn connect(url: &str) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        // Few retries per attempt: a publish waits on a reconnect in progress, and an emit
-        // must not stall for long while Redis is away.
+    /// Sets the connection up without waiting for Redis: the probe connects when it can.
+    pub fn connect(url: &str) -> Result<Self, redis::RedisError> {
+        let info = url.into_connection_info()?;
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3))?;
+        let (pushes, arrivals) = mpsc::unbounded_channel();
+        // Few retries per attempt: a publish waits on a reconnect in progress.
         let config = ConnectionManagerConfig::new()
+            .set_push_sender(pushes)
+            .set_automatic_resubscription()
             .set_number_of_retries(1)
-            .set_max_delay(BACKOFF_MAX)
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)));
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+            .set_min_delay(Duration::from_millis(100))
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(IO_TIMEOUT))
+            .set_response_timeout(Some(IO_TIMEOUT));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         let shared = Arc::new(Shared::default());
-        shared.publish_ok.store(true, Ordering::Relaxed);
-        let (commands, rx) = mpsc::unbounded_channel();
-        tokio::spawn(subscriber(client, conn.clone(), shared.clone(), rx));
-        Ok(Self {
-            shared,
-            conn,
-            commands,
-        })
+        tokio::spawn(deliver_arrivals(Arc::downgrade(&shared), arrivals));
+        tokio::spawn(probe(conn.clone(), Arc::downgrade(&shared)));
+        Ok(Self { shared, conn })
     }
 
-    /// True when the subscriber connection is up with every channel subscribed and the
-    /// publishing connection works.
+    /// True when the connection is up with every channel subscribed.
     pub fn is_healthy(&self) -> bool {
-        self.shared.subscribed.load(Ordering::Relaxed)
-            && self.shared.publish_ok.load(Ordering::Relaxed)
+        self.shared.healthy.load(Ordering::Relaxed)
     }
 
     /// Messages that could not be published to the other nodes.
@@ -95,27 +95,18 @@ impl ReconnectingDriver {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// Supplies the trace context sent along with each published message.
+    /// Supplies the context sent along with each published message.
     pub fn set_context_provider(&self, f: ContextProvider) {
-        *self
-            .shared
-            .provider
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(f);
+        *write(&self.shared.provider) = Some(f);
     }
 
     /// Receives `(channel, context, payload)` for each message that arrives with a context.
     pub fn set_context_sink(&self, f: ContextSink) {
-        *self.shared.sink.write().unwrap_or_else(|p| p.into_inner()) = Some(f);
+        *write(&self.shared.sink) = Some(f);
     }
 
     fn wrap(&self, val: Vec<u8>) -> Vec<u8> {
-        let provider = self
-            .shared
-            .provider
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let provider = read(&self.shared.provider).clone();
         let context = provider.and_then(|f| f()).unwrap_or_default();
         // A context too long for the length field is dropped rather than the message.
         let context = if context.len() > usize::from(u16::MAX) {
@@ -133,7 +124,7 @@ impl ReconnectingDriver {
 
     fn publish_failed(&self, chan: &str, error: &str) {
         self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-        self.shared.publish_ok.store(false, Ordering::Relaxed);
+        self.shared.healthy.store(false, Ordering::Relaxed);
         let mut last = self
             .shared
             .last_warn
@@ -149,6 +140,14 @@ impl ReconnectingDriver {
             );
         }
     }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Splits `(context, payload)` off an enveloped message; `None` when it is not one.
@@ -171,15 +170,14 @@ impl Driver for ReconnectingDriver {
         let span = tracing::info_span!("backplane.publish", channel = %chan, bytes = val.len());
         // The context is taken inside the publish span, so receivers become its children.
         let wrapped = span.in_scope(|| self.wrap(val));
-        let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(&chan).arg(wrapped);
-        // Emits await this: with Redis unreachable, give up quickly and deliver locally.
+        let mut conn = self.conn.clone();
         let sent = timeout(PUBLISH_TIMEOUT, cmd.query_async::<i64>(&mut conn))
             .instrument(span)
             .await;
         match sent {
-            Ok(Ok(_)) => self.shared.publish_ok.store(true, Ordering::Relaxed),
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => self.publish_failed(&chan, &e.to_string()),
             Err(_) => self.publish_failed(&chan, "timed out"),
         }
@@ -192,147 +190,104 @@ impl Driver for ReconnectingDriver {
         size: usize,
     ) -> Result<MessageStream<ChanItem>, Infallible> {
         let (tx, rx) = mpsc::channel(size.max(1));
-        // The map is registered first: a reconnect in between then subscribes it anyway.
-        self.shared
-            .handlers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(chan.clone(), tx);
-        let (ack, acked) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Subscribe(chan.clone(), ack))
-            .is_ok()
-            && timeout(IO_TIMEOUT, acked).await.is_err()
-        {
-            tracing::warn!(chan, "backplane subscription pending until Redis is back");
+        // Registered first: should Redis be away, the probe subscribes it once it is back.
+        write(&self.shared.handlers).insert(chan.clone(), tx);
+        let subscribed = timeout(IO_TIMEOUT, self.conn.clone().subscribe(&chan)).await;
+        if !matches!(subscribed, Ok(Ok(()))) {
+            tracing::warn!(
+                chan,
+                "backplane subscription pending until Redis is reachable"
+            );
         }
         Ok(MessageStream::new(rx))
     }
 
     async fn unsubscribe(&self, chan: String) -> Result<(), Infallible> {
-        self.shared
-            .handlers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&chan);
-        let _ = self.commands.send(Command::Unsubscribe(chan));
+        write(&self.shared.handlers).remove(&chan);
+        let _ = timeout(IO_TIMEOUT, self.conn.clone().unsubscribe(&chan)).await;
         Ok(())
     }
 
     async fn num_serv(&self, chan: &str) -> Result<u16, Infallible> {
-        let count: redis::RedisResult<(String, u16)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(chan)
-            .query_async(&mut self.conn.clone())
-            .await;
+        let mut cmd = redis::cmd("PUBSUB");
+        cmd.arg("NUMSUB").arg(chan);
+        let mut conn = self.conn.clone();
+        let count = timeout(IO_TIMEOUT, cmd.query_async::<(String, u16)>(&mut conn)).await;
         // This node is always one of the servers, even while its subscription is down.
-        Ok(count.map_or(1, |(_, n)| n.max(1)))
+        Ok(match count {
+            Ok(Ok((_, n))) => n.max(1),
+            _ => 1,
+        })
     }
 }
 
-/// Owns the pub/sub connection: (re)connects with backoff, resubscribes, delivers messages.
-async fn subscriber(
-    client: redis::Client,
-    mut conn: ConnectionManager,
-    shared: Arc<Shared>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-) {
-    let mut backoff = BACKOFF_MIN;
+/// Checks the connection every [`PROBE_EVERY`] for as long as a driver clone lives.
+async fn probe(mut conn: ConnectionManager, shared: Weak<Shared>) {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match connect_subscribed(&client, &shared).await {
-            Ok((mut sink, mut stream)) => {
-                backoff = BACKOFF_MIN;
-                shared.subscribed.store(true, Ordering::Relaxed);
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let healthy = check(&mut conn, &shared).await;
+        if shared.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            if healthy {
                 tracing::info!("backplane subscriber connected");
-                let closed = serve(&mut sink, &mut stream, &mut conn, &shared, &mut commands).await;
-                shared.subscribed.store(false, Ordering::Relaxed);
-                if closed {
-                    return;
-                }
+            } else {
                 tracing::warn!("backplane subscriber lost its connection; reconnecting");
             }
-            Err(e) => tracing::debug!(error = %e, "backplane subscriber cannot connect yet"),
         }
-        // Subscriptions asked for meanwhile are already in the map; their waiters are released.
-        let wake = Instant::now() + backoff;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(wake) => break,
-                cmd = commands.recv() => if cmd.is_none() { return },
-            }
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
-async fn connect_subscribed(
-    client: &redis::Client,
-    shared: &Shared,
-) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
-    let timed_out = || redis::RedisError::from((redis::ErrorKind::Io, "timed out"));
-    let pubsub = timeout(IO_TIMEOUT, client.get_async_pubsub())
-        .await
-        .map_err(|_| timed_out())??;
-    let (mut sink, stream) = pubsub.split();
-    let channels: Vec<String> = shared
-        .handlers
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .keys()
-        .cloned()
-        .collect();
-    if !channels.is_empty() {
-        timeout(IO_TIMEOUT, sink.subscribe(&channels))
-            .await
-            .map_err(|_| timed_out())??;
+/// True when the connection answers and holds every channel's subscription.
+async fn check(conn: &mut ConnectionManager, shared: &Shared) -> bool {
+    // CLIENT INFO describes the very connection it is sent on: `sub=` counts its channels.
+    let info = timeout(
+        IO_TIMEOUT,
+        redis::cmd("CLIENT").arg("INFO").query_async::<String>(conn),
+    )
+    .await;
+    let Ok(Ok(info)) = info else {
+        return false;
+    };
+    let subscribed = info
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("sub="))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    let wanted: Vec<String> = read(&shared.handlers).keys().cloned().collect();
+    if subscribed >= wanted.len() {
+        return true;
     }
-    Ok((sink, stream))
+    // Asked for while Redis was away: never confirmed, so not the manager's to replay.
+    matches!(
+        timeout(IO_TIMEOUT, conn.subscribe(&wanted)).await,
+        Ok(Ok(()))
+    )
 }
 
-/// Runs until the connection fails (false) or every driver clone is gone (true).
-async fn serve(
-    sink: &mut PubSubSink,
-    stream: &mut PubSubStream,
-    conn: &mut ConnectionManager,
-    shared: &Shared,
-    commands: &mut mpsc::UnboundedReceiver<Command>,
-) -> bool {
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            cmd = commands.recv() => match cmd {
-                None => return true,
-                Some(Command::Subscribe(chan, ack)) => {
-                    if !matches!(timeout(IO_TIMEOUT, sink.subscribe(&chan)).await, Ok(Ok(()))) {
-                        return false;
-                    }
-                    let _ = ack.send(());
-                }
-                Some(Command::Unsubscribe(chan)) => {
-                    if !matches!(timeout(IO_TIMEOUT, sink.unsubscribe(&chan)).await, Ok(Ok(()))) {
-                        return false;
-                    }
-                }
-            },
-            msg = stream.next() => match msg {
-                Some(msg) => deliver(shared, msg.get_channel_name(), msg.get_payload_bytes()),
-                None => return false,
-            },
-            _ = ping.tick() => {
-                let pong: Result<redis::RedisResult<redis::Value>, _> =
-                    timeout(IO_TIMEOUT, sink.ping()).await;
-                if !matches!(pong, Ok(Ok(_))) {
-                    return false;
-                }
-                // A quiet node must still notice that publishing works again.
-                if !shared.publish_ok.load(Ordering::Relaxed) {
-                    let probe: redis::RedisResult<String> =
-                        redis::cmd("PING").query_async(conn).await;
-                    shared.publish_ok.store(probe.is_ok(), Ordering::Relaxed);
+/// Hands each arriving message to its channel's stream, off the connection's own task.
+async fn deliver_arrivals(shared: Weak<Shared>, mut arrivals: mpsc::UnboundedReceiver<PushInfo>) {
+    while let Some(push) = arrivals.recv().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        match push.kind {
+            PushKind::Message => {
+                let mut data = push.data.into_iter();
+                let (Some(chan), Some(payload)) = (data.next(), data.next()) else {
+                    continue;
+                };
+                let chan: Result<String, _> = redis::from_redis_value(chan);
+                let payload: Result<Vec<u8>, _> = redis::from_redis_value(payload);
+                if let (Ok(chan), Ok(payload)) = (chan, payload) {
+                    deliver(&shared, &chan, &payload);
                 }
             }
+            PushKind::Disconnection => shared.healthy.store(false, Ordering::Relaxed),
+            _ => {}
         }
     }
 }
@@ -340,22 +295,16 @@ async fn serve(
 fn deliver(shared: &Shared, chan: &str, data: &[u8]) {
     let payload = match unwrap_envelope(data) {
         Some((context, payload)) => {
-            if !context.is_empty() {
-                let sink = shared
-                    .sink
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                if let Some(sink) = sink {
-                    sink(chan, context, payload);
-                }
+            if !context.is_empty()
+                && let Some(sink) = read(&shared.sink).clone()
+            {
+                sink(chan, context, payload);
             }
             payload
         }
         None => data,
     };
-    let handlers = shared.handlers.read().unwrap_or_else(|p| p.into_inner());
-    match handlers.get(chan) {
+    match read(&shared.handlers).get(chan) {
         Some(tx) => {
             if let Err(e) = tx.try_send((chan.to_owned(), payload.to_vec())) {
                 tracing::warn!(chan, error = %e, "backplane message dropped: handler lagging");

@@ -20,7 +20,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await,
         Ok(Ok(()))
     );
-    let backplane = app.backplane.is_ready() && app.driver.is_healthy();
+    let backplane = app.backplane.membership.is_ready() && app.driver.is_healthy();
     let draining = app.lifecycle.is_draining();
     let ready = storage && backplane && !draining;
     let status = if ready {

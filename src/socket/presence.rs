@@ -5,22 +5,22 @@ use crate::backplane::SocketRef;
 use serde_json::{Value, json};
 use socketioxide_core::adapter::Room;
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
 use super::handler::{Ctx, Outcome};
 use super::payload;
 use crate::auth::Identity;
+use crate::backplane::{Liveness, keep_heartbeat};
 use crate::domain::UserId;
-use crate::error::ChatError;
 use crate::state::AppState;
 
 /// `presence:get`: any user may ask about any user.
 pub async fn get(ctx: Ctx, payload: Value) -> Outcome {
     let users = payload::presence(payload)?;
-    let online = ctx
-        .app
-        .backplane
-        .online(&users)
-        .await
-        .map_err(|e| ChatError::Unavailable(e.into()))?;
+    let online = ctx.app.backplane.presence.online(&users).await?;
     let presence: serde_json::Map<String, Value> = users
         .iter()
         .zip(online)
@@ -35,13 +35,17 @@ pub async fn get(ctx: Ctx, payload: Value) -> Outcome {
 }
 
 pub async fn socket_connected(app: &AppState, io: &SocketIo, socket: &SocketRef, user: &Identity) {
-    match app
-        .backplane
-        .socket_connected(&user.user_id, &socket.id.to_string())
+    let presence = &app.backplane.presence;
+    match presence
+        .connected(&user.user_id, &socket.id.to_string())
         .await
     {
         Ok(true) => announce_to(io, &user.user_id, "online", socket.rooms()).await,
         Ok(false) => {}
+        // Registered by the resync once the backplane is back.
+        Err(e) if e.is_outage() => {
+            tracing::debug!(user = %user.user_id, error = %e, "presence not recorded yet");
+        }
         Err(e) => tracing::error!(user = %user.user_id, error = %e, "presence not recorded"),
     }
 }
@@ -52,14 +56,14 @@ pub async fn socket_disconnected(
     socket: &SocketRef,
     user: &Identity,
 ) {
-    let last = match app
-        .backplane
-        .socket_disconnected(&user.user_id, &socket.id.to_string())
+    let presence = &app.backplane.presence;
+    let last = match presence
+        .disconnected(&user.user_id, &socket.id.to_string())
         .await
     {
         Ok(last) => last,
         Err(e) => {
-            tracing::error!(user = %user.user_id, error = %e, "presence not updated");
+            tracing::warn!(user = %user.user_id, error = %e, "presence not updated until the resync");
             return;
         }
     };
@@ -72,38 +76,39 @@ pub async fn socket_disconnected(
     announce_to(io, &user.user_id, "offline", socket.rooms()).await;
 }
 
-/// Background task of every node: keeps this node's heartbeat fresh, announces the departure of
-/// users whose node died, and re-registers local sockets after a backplane outage.
-pub async fn keep_cluster_presence(
-    app: AppState,
-    io: SocketIo,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match app.backplane.maintain().await {
-            Ok(departures) => {
-                app.metrics.presence_sweeps.inc();
-                app.metrics.users_reaped.inc_by(departures.len() as u64);
-                announce_departures(&app, &io, departures).await;
-                if app.backplane.take_resync_needed() {
-                    resync_local_sockets(&app, &io).await;
-                }
-            }
-            Err(e) => {
-                let op = crate::metrics::OpLabel {
-                    op: "maintain".to_owned(),
-                };
-                app.metrics.redis_errors.get_or_create(&op).inc();
-                tracing::warn!(error = %e, "backplane upkeep failed");
+/// Background task of every node: keeps this node's heartbeat going and, separately (so that
+/// reaping and announcing never delay a heartbeat), sweeps for dead nodes, announces the departure
+/// of their users, and re-registers local sockets after a backplane outage.
+pub async fn keep_cluster_presence(app: AppState, io: SocketIo, stop: CancellationToken) {
+    let liveness = Liveness::for_timeout(app.settings.node_timeout);
+    let membership = app.backplane.membership.clone();
+    let beats = keep_heartbeat(membership.as_ref(), liveness, &stop);
+    let sweeps = async {
+        let mut tick = tokio::time::interval(liveness.sweep_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => sweep(&app, &io).await,
             }
         }
-        crate::http::ops::publish_node_stats(&app, &io).await;
+    };
+    tokio::join!(beats, sweeps);
+}
+
+async fn sweep(app: &AppState, io: &SocketIo) {
+    let membership = &app.backplane.membership;
+    match membership.sweep().await {
+        Ok(departures) => {
+            app.metrics.presence_sweeps.inc();
+            app.metrics.users_reaped.inc_by(departures.len() as u64);
+            announce_departures(app, io, departures).await;
+        }
+        // The heartbeat reports outages; a failed sweep is retried by the next one.
+        Err(e) => tracing::debug!(error = %e, "backplane sweep failed"),
+    }
+    if membership.take_resync_needed() {
+        resync_local_sockets(app, io).await;
     }
 }
 
@@ -126,21 +131,21 @@ pub async fn announce_departures(
 /// live sockets again: register the sockets Redis does not know, forget the ones that are gone,
 /// and announce whoever came online or went offline meanwhile.
 async fn resync_local_sockets(app: &AppState, io: &SocketIo) {
-    let registered = match app.backplane.node_sockets().await {
+    let registered = match app.backplane.membership.node_sockets().await {
         Ok(registered) => registered,
         Err(e) => {
             tracing::warn!(error = %e, "presence resync postponed");
+            app.backplane.membership.request_resync();
             return;
         }
     };
-    let live: Vec<(SocketRef, std::sync::Arc<super::Session>)> = io
+    let live: HashMap<String, (SocketRef, Arc<super::Session>)> = io
         .local()
         .sockets()
         .into_iter()
         .filter_map(|s| {
-            s.extensions
-                .get::<std::sync::Arc<super::Session>>()
-                .map(|session| (s, session))
+            let session = s.extensions.get::<Arc<super::Session>>()?;
+            Some((s.id.to_string(), (s, session)))
         })
         .collect();
     tracing::info!(
@@ -148,23 +153,23 @@ async fn resync_local_sockets(app: &AppState, io: &SocketIo) {
         registered = registered.len(),
         "resynchronising presence"
     );
+    let mut known = HashSet::with_capacity(registered.len());
     for (user, socket_id) in &registered {
-        if !live.iter().any(|(s, _)| s.id.to_string() == *socket_id) {
-            match app.backplane.socket_disconnected(user, socket_id).await {
-                Ok(true) => {
-                    super::typing::stop_everywhere(app, io, user).await;
-                    announce(app, io, user, "offline").await;
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "presence resync incomplete"),
+        if live.contains_key(socket_id) {
+            known.insert(socket_id.as_str());
+            continue;
+        }
+        match app.backplane.presence.disconnected(user, socket_id).await {
+            Ok(true) => {
+                super::typing::stop_everywhere(app, io, user).await;
+                announce(app, io, user, "offline").await;
             }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "presence resync incomplete"),
         }
     }
-    for (socket, session) in &live {
-        let known = registered
-            .iter()
-            .any(|(_, id)| *id == socket.id.to_string());
-        if !known {
+    for (id, (socket, session)) in &live {
+        if !known.contains(id.as_str()) {
             socket_connected(app, io, socket, &session.identity).await;
         }
     }

@@ -192,6 +192,7 @@ pub async fn members(ctx: Ctx, payload: Value) -> Outcome {
     let online = ctx
         .app
         .backplane
+        .presence
         .online(&ids)
         .await
         .map_err(|e| ChatError::Unavailable(e.into()))?;

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::auth::AuthError;
-use crate::backplane::{Backplane, SecurityEvent, SecurityKind, SocketRef};
+use crate::backplane::{SecurityEvent, SecurityKind, SecurityLog, SocketRef};
 use crate::error::ChatError;
 use crate::limits::Refusal;
 use crate::state::AppState;
@@ -17,7 +17,7 @@ use crate::state::AppState;
 /// What a socket's later events need to record security events: kept in its extensions from
 /// admission on.
 pub(super) struct Witness {
-    backplane: Arc<dyn Backplane>,
+    log: Arc<dyn SecurityLog>,
     node: String,
     user: String,
     peer: Option<IpAddr>,
@@ -26,7 +26,7 @@ pub(super) struct Witness {
 /// Lets [`after_event`] record the events of this socket.
 pub(super) fn watch(socket: &SocketRef, app: &AppState, user: &str, peer: Option<IpAddr>) {
     socket.extensions.insert(Arc::new(Witness {
-        backplane: app.backplane.clone(),
+        log: app.backplane.security.clone(),
         node: app.settings.node_id.clone(),
         user: user.to_owned(),
         peer,
@@ -41,7 +41,7 @@ pub(super) fn refused(app: &AppState, peer: Option<IpAddr>, refusal: Refusal) {
     };
     let kind = SecurityKind::ConnectionRefused;
     record(
-        &app.backplane,
+        &app.backplane.security,
         &app.settings.node_id,
         kind,
         None,
@@ -65,7 +65,7 @@ pub(super) fn auth_failure(app: &AppState, peer: Option<IpAddr>, error: &AuthErr
     };
     let kind = SecurityKind::AuthFailure;
     record(
-        &app.backplane,
+        &app.backplane.security,
         &app.settings.node_id,
         kind,
         None,
@@ -83,12 +83,12 @@ pub fn after_event<T>(socket: &SocketRef, event: &'static str, outcome: &Result<
         _ => return,
     };
     if let Some(w) = socket.extensions.get::<Arc<Witness>>() {
-        record(&w.backplane, &w.node, kind, Some(&w.user), w.peer, event);
+        record(&w.log, &w.node, kind, Some(&w.user), w.peer, event);
     }
 }
 
 fn record(
-    backplane: &Arc<dyn Backplane>,
+    log: &Arc<dyn SecurityLog>,
     node: &str,
     kind: SecurityKind,
     user: Option<&str>,
@@ -103,9 +103,9 @@ fn record(
         peer: peer.map(|ip| ip.to_string()),
         detail: Some(detail.to_owned()),
     };
-    let backplane = backplane.clone();
+    let log = log.clone();
     tokio::spawn(async move {
-        if let Err(e) = backplane.record_security_event(event).await {
+        if let Err(e) = log.record(event).await {
             tracing::debug!(error = %e, "security event not recorded");
         }
     });

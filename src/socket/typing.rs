@@ -38,12 +38,8 @@ pub async fn start(ctx: Ctx, payload: Value) -> Outcome {
         user_id: user.user_id.clone(),
         name: user.name.as_str().to_owned(),
     };
-    let broadcast = ctx
-        .app
-        .backplane
-        .typing_start(room, typer, Instant::now())
-        .await
-        .map_err(|e| ChatError::Unavailable(e.into()))?;
+    let typing = &ctx.app.backplane.typing;
+    let broadcast = typing.start(room, typer, Instant::now()).await?;
     if broadcast {
         let event = json!({ "roomId": room, "userId": user.user_id, "name": user.name });
         emit_except_typer(&ctx.io, room, &user.user_id, "typing:start", &event).await;
@@ -56,12 +52,7 @@ pub async fn stop(ctx: Ctx, payload: Value) -> Outcome {
     limited(&ctx, "typing:stop")?;
     require_joined(&ctx, room).await?;
     let user = &ctx.user().user_id;
-    let was_typing = ctx
-        .app
-        .backplane
-        .typing_stop(room, user)
-        .await
-        .map_err(|e| ChatError::Unavailable(e.into()))?;
+    let was_typing = ctx.app.backplane.typing.stop(room, user).await?;
     if was_typing {
         announce_stop(&ctx.io, room, user).await;
     }
@@ -75,9 +66,9 @@ pub async fn list(ctx: Ctx, payload: Value) -> Outcome {
     let typers = ctx
         .app
         .backplane
+        .typing
         .typers(room, Instant::now())
-        .await
-        .map_err(|e| ChatError::Unavailable(e.into()))?;
+        .await?;
     let users: Vec<Value> = typers
         .iter()
         .map(|t| json!({ "userId": t.user_id, "name": t.name }))
@@ -87,7 +78,7 @@ pub async fn list(ctx: Ctx, payload: Value) -> Outcome {
 
 /// Ends the typing of a user in one room, as a leave does.
 pub async fn stop_in_room(app: &AppState, io: &SocketIo, room: RoomId, user: &UserId) {
-    match app.backplane.typing_stop(room, user).await {
+    match app.backplane.typing.stop(room, user).await {
         Ok(true) => announce_stop(io, room, user).await,
         Ok(false) => {}
         Err(e) => tracing::warn!(user = %user, error = %e, "typing state not cleared"),
@@ -96,7 +87,7 @@ pub async fn stop_in_room(app: &AppState, io: &SocketIo, room: RoomId, user: &Us
 
 /// Ends every typing of a user whose last socket went away.
 pub async fn stop_everywhere(app: &AppState, io: &SocketIo, user: &UserId) {
-    match app.backplane.typing_stop_all(user).await {
+    match app.backplane.typing.stop_all(user).await {
         Ok(rooms) => {
             for room in rooms {
                 announce_stop(io, room, user).await;
@@ -131,7 +122,7 @@ pub async fn expire_typing(app: AppState, io: SocketIo, stop: tokio_util::sync::
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match app.backplane.take_expired_typing(Instant::now()).await {
+        match app.backplane.typing.take_expired(Instant::now()).await {
             Ok(expired) => {
                 for typing in expired {
                     app.metrics.typing_expired.inc();

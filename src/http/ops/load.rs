@@ -1,12 +1,26 @@
 //! What each node measures of itself and publishes once a second.
 
+use tokio_util::sync::CancellationToken;
+
+use super::SNAPSHOT_EVERY;
 use crate::backplane::{NodeLoad, SocketIo};
 use crate::state::AppState;
 
-// ---- what each node publishes --------------------------------------------------------------
+/// Background task of every node: publishes its load once a second until `stop` (before the
+/// node leaves the cluster, so that nothing republishes it afterwards).
+pub async fn publish_loads(app: AppState, io: SocketIo, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => publish_load(&app, &io).await,
+        }
+    }
+}
 
-/// Measures this node and publishes it on the backplane; called by the upkeep once a second.
-pub async fn publish_node_stats(app: &AppState, io: &SocketIo) {
+/// Measures this node and publishes it on the backplane.
+async fn publish_load(app: &AppState, io: &SocketIo) {
     let rooms = match io.local().rooms().await {
         Ok(rooms) => rooms.len() as u64,
         Err(e) => {
@@ -24,7 +38,7 @@ pub async fn publish_node_stats(app: &AppState, io: &SocketIo) {
         rate_limited: counters.rate_limited,
         lag_buckets: counters.lag_buckets,
     };
-    if let Err(e) = app.backplane.publish_node_stats(load).await {
+    if let Err(e) = app.backplane.loads.publish(load).await {
         tracing::debug!(error = %e, "node stats not published");
     }
 }

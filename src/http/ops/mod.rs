@@ -14,7 +14,7 @@
 //! `GET /dashboard` serves the page (`static/dashboard.html`), which asks for the key and reads
 //! the stream with `fetch`, so the key never goes in a URL.
 //!
-//! Each node publishes its own load once a second from its upkeep ([`publish_node_stats`]).
+//! Each node publishes its own load once a second ([`publish_loads`]).
 
 use std::time::Duration;
 
@@ -30,14 +30,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::backplane::NodeStats;
+use crate::backplane::{BackplaneError, NodeStats};
 use crate::domain::UserId;
+use crate::error::ChatError;
 use crate::state::AppState;
 
 mod load;
 mod stream;
 
-pub use load::publish_node_stats;
+pub use load::publish_loads;
 use stream::{dashboard_page, stream};
 
 /// How often the stream sends a snapshot (and nodes publish their load).
@@ -78,6 +79,20 @@ fn unavailable(what: &str, cause: &dyn std::fmt::Display) -> Response {
         "unavailable",
         &format!("{what} unavailable, retry later"),
     )
+}
+
+/// A backplane failure, through the one mapping of backplane errors to the contract's codes:
+/// `unavailable` (503) while it is away, `internal` (500) otherwise. The cause is logged only.
+fn backplane_failed(e: BackplaneError) -> Response {
+    let failure = ChatError::from(e);
+    if let Some(cause) = failure.cause() {
+        tracing::warn!(error = %cause, "operations API: backplane failed");
+    }
+    let status = match failure.code() {
+        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, failure.code(), &failure.to_string())
 }
 
 async fn unknown() -> Response {
@@ -142,13 +157,13 @@ pub(super) fn totals(nodes: &[NodeStats], users_online: u64, rooms: Option<u64>)
 }
 
 async fn stats(State(app): State<AppState>) -> Response {
-    let nodes = match app.backplane.cluster_nodes().await {
+    let nodes = match app.backplane.loads.nodes().await {
         Ok(nodes) => nodes,
-        Err(e) => return unavailable("backplane", &e),
+        Err(e) => return backplane_failed(e),
     };
-    let users_online = match app.backplane.users_online().await {
+    let users_online = match app.backplane.presence.users_online().await {
         Ok(n) => n,
-        Err(e) => return unavailable("backplane", &e),
+        Err(e) => return backplane_failed(e),
     };
     let rooms = match app.store.count_rooms().await {
         Ok(n) => n,
@@ -164,9 +179,9 @@ async fn stats(State(app): State<AppState>) -> Response {
 }
 
 async fn nodes(State(app): State<AppState>) -> Response {
-    match app.backplane.cluster_nodes().await {
+    match app.backplane.loads.nodes().await {
         Ok(nodes) => Json(json!({ "nodes": nodes })).into_response(),
-        Err(e) => unavailable("backplane", &e),
+        Err(e) => backplane_failed(e),
     }
 }
 
@@ -175,7 +190,7 @@ async fn presence(State(app): State<AppState>, Path(id): Path<String>) -> Respon
         Ok(user) => user,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.0),
     };
-    match app.backplane.user_presence(&user).await {
+    match app.backplane.presence.user_presence(&user).await {
         Ok(presence) => {
             let mut body = json!({ "userId": user });
             if let (Value::Object(body), Ok(Value::Object(fields))) =
@@ -185,7 +200,7 @@ async fn presence(State(app): State<AppState>, Path(id): Path<String>) -> Respon
             }
             Json(body).into_response()
         }
-        Err(e) => unavailable("backplane", &e),
+        Err(e) => backplane_failed(e),
     }
 }
 
@@ -202,9 +217,9 @@ async fn security_events(
         .limit
         .unwrap_or(DEFAULT_SECURITY_LIMIT)
         .clamp(1, crate::backplane::SECURITY_EVENTS_KEPT);
-    match app.backplane.recent_security_events(limit).await {
+    match app.backplane.security.recent(limit).await {
         Ok(events) => Json(json!({ "events": events })).into_response(),
-        Err(e) => unavailable("backplane", &e),
+        Err(e) => backplane_failed(e),
     }
 }
 

@@ -81,7 +81,7 @@ impl Watcher {
     async fn snapshot(&mut self) -> Snapshot {
         let backplane = &self.app.backplane;
         let mut problems = Vec::new();
-        let nodes = match backplane.cluster_nodes().await {
+        let nodes = match backplane.loads.nodes().await {
             Ok(nodes) => nodes,
             Err(e) => {
                 tracing::debug!(error = %e, "dashboard: nodes not read");
@@ -89,14 +89,11 @@ impl Watcher {
                 self.previous.values().map(|(s, _)| s.clone()).collect()
             }
         };
-        match backplane.users_online().await {
+        match backplane.presence.users_online().await {
             Ok(n) => self.users_online = n,
             Err(_) => problems.push("backplane unavailable: users online not read".to_owned()),
         }
-        let security = match backplane
-            .recent_security_events(SNAPSHOT_SECURITY_EVENTS)
-            .await
-        {
+        let security = match backplane.security.recent(SNAPSHOT_SECURITY_EVENTS).await {
             Ok(events) => events,
             Err(_) => {
                 problems.push("backplane unavailable: security events not read".to_owned());

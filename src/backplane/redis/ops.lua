@@ -15,25 +15,59 @@ function ops.stop_all(user)
   return rooms
 end
 
--- Returns 1 when the node had to rejoin `nodes`.
-function ops.heartbeat(node, ttl_ms)
-  redis.call('SET', p .. 'node:' .. node .. ':alive', '1', 'PX', ttl_ms)
-  return redis.call('SADD', p .. 'nodes', node)
+-- Redis's own clock, in milliseconds: every node's heartbeat and every judgement of one use it,
+-- so the nodes' clocks never matter. (Redis 7 replicates a script's effects, so TIME is allowed.)
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- How long a claim on a dead node lasts before another node may take over its reaping.
+local CLAIM_MS = 30000
+
+-- Returns {server now in ms, 1 when the node had to (re)register in `nodes`}.
+function ops.heartbeat(node)
+  local now = now_ms()
+  redis.call('ZADD', p .. 'beats', now, node)
+  redis.call('ZREM', p .. 'reaping', node)
+  return {now, redis.call('SADD', p .. 'nodes', node)}
 end
 
 function ops.leave(node)
-  redis.call('DEL', p .. 'node:' .. node .. ':alive')
+  redis.call('ZREM', p .. 'beats', node)
+  redis.call('ZREM', p .. 'reaping', node)
   redis.call('DEL', p .. 'node:' .. node .. ':info')
   return redis.call('SREM', p .. 'nodes', node)
 end
 
--- The other nodes without heartbeat that this caller claimed: the claim lets one node reap,
--- and lapses should that node die midway.
-function ops.claim_dead(me)
+-- The nodes this caller claims for reaping. A node is dead when it has not beaten for `lapse` ms
+-- of time in which the caller itself was beating: from its last beat, or from when the caller's
+-- own beats started landing again (`since`), whichever is later. So nobody is judged over an
+-- outage of Redis (or of the caller), however long, and a node never seen beating is judged from
+-- `since`. The caller must have beaten within `gap` ms, or it judges nobody. Claiming removes the
+-- node from `nodes` (its next beat, should it be alive after all, re-registers it and stops the
+-- reaping) and records the claim in `reaping`; a claim that ran out (its reaper died midway)
+-- is taken over.
+function ops.claim_dead(me, since, lapse, gap)
+  local now = now_ms()
+  local mine = redis.call('ZSCORE', p .. 'beats', me)
+  if not mine or now - tonumber(mine) > tonumber(gap) then return {} end
+  since, lapse = tonumber(since), tonumber(lapse)
   local out = {}
   for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
-    if node ~= me and redis.call('EXISTS', p .. 'node:' .. node .. ':alive') == 0
-       and redis.call('SET', p .. 'node:' .. node .. ':reaping', '1', 'NX', 'EX', 30) then
+    if node ~= me then
+      local beat = tonumber(redis.call('ZSCORE', p .. 'beats', node) or 0)
+      if now - math.max(beat, since) > lapse then
+        redis.call('SREM', p .. 'nodes', node)
+        redis.call('ZREM', p .. 'beats', node)
+        redis.call('ZADD', p .. 'reaping', now + CLAIM_MS, node)
+        table.insert(out, node)
+      end
+    end
+  end
+  for _, node in ipairs(redis.call('ZRANGEBYSCORE', p .. 'reaping', '-inf', now)) do
+    if node ~= me then
+      redis.call('ZADD', p .. 'reaping', now + CLAIM_MS, node)
       table.insert(out, node)
     end
   end
@@ -58,35 +92,43 @@ function ops.disconnect(user, sock, node)
   return (removed and gone) and 1 or 0
 end
 
--- Returns {done, {{user, typing rooms...}...}}. Popping makes a racing second reaper see each
--- socket at most once, and a field only goes while it still names the dead node. A claimed
--- (foreign) node whose heartbeat came back, restarted with the same id after dropping its own
--- stale entries, is left alone.
+-- Returns {done, {{user, typing rooms...}...}}: one batch of `node`'s sockets. Popping makes a
+-- racing second reaper see each socket at most once, and a field only goes while it still names
+-- the node. `claimed`: a node this caller claimed as dead (as opposed to its own entries, left by
+-- a previous process with its id); one that beat again since (it is back in `nodes`) is left
+-- alone, and its own resync puts its entries right.
 function ops.reap(node, batch, claimed)
   local nkey = p .. 'node:' .. node
+  if claimed == '1' and redis.call('SISMEMBER', p .. 'nodes', node) == 1 then
+    redis.call('ZREM', p .. 'reaping', node)
+    return {1, {}}
+  end
   local out = {}
-  local done = claimed == '1' and redis.call('EXISTS', nkey .. ':alive') == 1
-  if not done then
-    for _, m in ipairs(redis.call('SPOP', nkey .. ':sockets', tonumber(batch))) do
-      local nl = string.find(m, '\n', 1, true)
-      if nl then
-        local user, sock = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
-        local ukey = p .. 'user:' .. user
-        if redis.call('HGET', ukey, sock) == node then
-          redis.call('HDEL', ukey, sock)
-          if redis.call('HLEN', ukey) == 0 then
-            redis.call('SREM', p .. 'online', user)
-            local entry = {user}
-            for _, room in ipairs(ops.stop_all(user)) do table.insert(entry, room) end
-            table.insert(out, entry)
-          end
+  for _, m in ipairs(redis.call('SPOP', nkey .. ':sockets', tonumber(batch))) do
+    local nl = string.find(m, '\n', 1, true)
+    if nl then
+      local user, sock = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
+      local ukey = p .. 'user:' .. user
+      if redis.call('HGET', ukey, sock) == node then
+        redis.call('HDEL', ukey, sock)
+        if redis.call('HLEN', ukey) == 0 then
+          redis.call('SREM', p .. 'online', user)
+          local entry = {user}
+          for _, room in ipairs(ops.stop_all(user)) do table.insert(entry, room) end
+          table.insert(out, entry)
         end
       end
     end
-    done = redis.call('SCARD', nkey .. ':sockets') == 0
-    if done then redis.call('SREM', p .. 'nodes', node) end
   end
-  if done and claimed == '1' then redis.call('DEL', nkey .. ':reaping') end
+  local done = redis.call('SCARD', nkey .. ':sockets') == 0
+  if claimed == '1' then
+    if done then
+      redis.call('ZREM', p .. 'reaping', node)
+      redis.call('DEL', nkey .. ':info')
+    else
+      redis.call('ZADD', p .. 'reaping', now_ms() + CLAIM_MS, node)
+    end
+  end
   return {done and 1 or 0, out}
 end
 
@@ -154,19 +196,24 @@ function ops.publish_stats(node, ttl_ms, ...)
   return 1
 end
 
--- {{node, field, value, ...}, ...} for every node with a heartbeat and published load.
+-- {{node, field, value, ...}, ...} for every registered node with a published load.
 function ops.nodes_info()
   local out = {}
   for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
-    if redis.call('EXISTS', p .. 'node:' .. node .. ':alive') == 1 then
-      local info = redis.call('HGETALL', p .. 'node:' .. node .. ':info')
-      if #info > 0 then
-        table.insert(info, 1, node)
-        table.insert(out, info)
-      end
+    local info = redis.call('HGETALL', p .. 'node:' .. node .. ':info')
+    if #info > 0 then
+      table.insert(info, 1, node)
+      table.insert(out, info)
     end
   end
   return out
+end
+
+-- Keeps the newest security events: `json` first, the list trimmed to indexes 0..`last`.
+function ops.record_security(json, last)
+  redis.call('LPUSH', p .. 'security', json)
+  redis.call('LTRIM', p .. 'security', 0, tonumber(last))
+  return 1
 end
 
 return ops[ARGV[2]](unpack(ARGV, 3))
