@@ -22,10 +22,13 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Most users written by one statement; more wait for the next round.
 const MAX_PER_WRITE: usize = 2000;
 
+/// Users noted since the last write: their newest name and when they were seen.
+type Noted = HashMap<UserId, (DisplayName, chrono::DateTime<chrono::Utc>)>;
+
 /// Gathers users seen connecting; cheap to clone.
 #[derive(Clone)]
 pub struct SeenRecorder {
-    pending: Arc<Mutex<HashMap<UserId, (DisplayName, chrono::DateTime<chrono::Utc>)>>>,
+    pending: Arc<Mutex<Noted>>,
     /// Wakes the writer task when a user is noted.
     noted: Arc<Notify>,
     /// Users held at most; beyond, new ones are dropped until the next write (their rows are
