@@ -40,7 +40,7 @@ pub async fn socket_connected(app: &AppState, io: &SocketIo, socket: &SocketRef,
         .connected(&user.user_id, &socket.id.to_string())
         .await
     {
-        Ok(true) => announce_to(io, &user.user_id, "online", socket.rooms()).await,
+        Ok(true) => announce_from(app, io, socket, &user.user_id, "online").await,
         Ok(false) => {}
         // Registered by the resync once the backplane is back.
         Err(e) if e.is_outage() => {
@@ -71,9 +71,27 @@ pub async fn socket_disconnected(
         return;
     }
     super::typing::stop_everywhere(app, io, &user.user_id).await;
-    // The socket is still in its rooms (they are left after this handler): its user room and
-    // every chat room of the user, the audience of the update, without asking storage.
-    announce_to(io, &user.user_id, "offline", socket.rooms()).await;
+    announce_from(app, io, socket, &user.user_id, "offline").await;
+}
+
+/// Announces to the rooms `socket` is in: its user room and every chat room of the user, the
+/// audience of the update, known without asking storage. A socket that is no longer in its user
+/// room (already removed from its rooms) falls back to storage; an empty list of rooms would
+/// mean everyone.
+async fn announce_from(
+    app: &AppState,
+    io: &SocketIo,
+    socket: &SocketRef,
+    user: &UserId,
+    status: &str,
+) {
+    let rooms = socket.rooms();
+    let own = user.socket_room();
+    if rooms.iter().any(|room| room.as_ref() == own.as_str()) {
+        announce_to(io, user, status, rooms).await;
+    } else {
+        announce(app, io, user, status).await;
+    }
 }
 
 /// Background task of every node: keeps this node's heartbeat going and, separately (so that
