@@ -65,7 +65,13 @@ pub struct Metrics {
     pub users_reaped: Counter,
     /// Resident memory of the process, read at scrape time.
     pub resident_memory: Gauge,
+    /// The series of `events` and `event_duration` by (event, outcome), found once.
+    event_series: EventSeries,
 }
+
+type EventSeries = std::sync::RwLock<
+    std::collections::HashMap<(&'static str, &'static str), (Counter, Histogram)>,
+>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabel {
@@ -217,6 +223,7 @@ impl Metrics {
             presence_sweeps,
             users_reaped,
             resident_memory,
+            event_series: EventSeries::default(),
             sockets,
             connections,
             events,
@@ -237,17 +244,29 @@ impl Metrics {
             .inc();
     }
 
-    pub fn event(&self, event: &str, outcome: &str, seconds: f64) {
+    /// Counts one handled event. The series of each (event, outcome) are looked up once and
+    /// kept, so the hot path allocates no label strings.
+    pub fn event(&self, event: &'static str, outcome: &'static str, seconds: f64) {
+        let known = self.event_series.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((count, duration)) = known.get(&(event, outcome)) {
+            count.inc();
+            duration.observe(seconds);
+            return;
+        }
+        drop(known);
         let labels = EventLabels {
             event: event.to_owned(),
             outcome: outcome.to_owned(),
         };
-        self.events.get_or_create(&labels).inc();
-        self.event_duration
-            .get_or_create(&EventNameLabel {
-                event: event.to_owned(),
-            })
-            .observe(seconds);
+        let count = self.events.get_or_create(&labels).clone();
+        let name = EventNameLabel {
+            event: event.to_owned(),
+        };
+        let duration = self.event_duration.get_or_create(&name).clone();
+        count.inc();
+        duration.observe(seconds);
+        let mut known = self.event_series.write().unwrap_or_else(|e| e.into_inner());
+        known.insert((event, outcome), (count, duration));
     }
 
     /// The registry in the OpenMetrics text format, which Prometheus scrapes.

@@ -314,3 +314,81 @@ async fn overload_is_refused_at_once_and_nothing_refused_is_stored() {
     }
     app.stop().await;
 }
+
+/// How many storage calls of each operation this node made so far, from its own metrics.
+async fn storage_calls(app: &TestApp) -> std::collections::BTreeMap<String, u64> {
+    let text = reqwest::get(format!("{}/metrics", app.base))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with("confab_storage_duration_seconds_count{"))
+        .filter_map(|l| {
+            let op = l.split("op=\"").nth(1)?.split('"').next()?.to_owned();
+            let count = l.rsplit(' ').next()?.parse::<f64>().ok()? as u64;
+            Some((op, count))
+        })
+        .collect()
+}
+
+/// A member in good standing types, lists typers and sends without any membership query: the
+/// Socket.IO room is the fast check, and storage is only asked to store.
+async fn members_cost_no_membership_queries(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.limits.typing_rate_per_sec = 1000;
+        s.limits.typing_burst = 1000;
+    })
+    .await;
+    let ann = app.connect(&unique("ann")).await;
+    let bob = app.connect(&unique("bob")).await;
+    let bob_id = bob.session["userId"].clone();
+    let room = ann
+        .ok(
+            "room:create",
+            json!({ "name": "quiet", "members": [bob_id] }),
+        )
+        .await["room"]["id"]
+        .clone();
+    bob.next("room:added").await;
+    let before = storage_calls(&app).await;
+    for _ in 0..30 {
+        ann.ok("typing:start", json!({ "roomId": room })).await;
+        bob.ok("room:typing", json!({ "roomId": room })).await;
+    }
+    ann.ok("typing:stop", json!({ "roomId": room })).await;
+    for i in 0..5 {
+        ann.ok(
+            "message:send",
+            json!({ "roomId": room, "text": format!("hi {i}") }),
+        )
+        .await;
+    }
+    let after = storage_calls(&app).await;
+    let moved: Vec<(&String, u64)> = after
+        .iter()
+        .map(|(op, n)| (op, n - before.get(op).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(
+        moved.iter().all(|(op, _)| op.as_str() == "send_batch"),
+        "only the sends reached storage: {moved:?}"
+    );
+    // And a stranger still gets the contract's answers, from storage.
+    let stranger = app.connect(&unique("stranger")).await;
+    let refused = stranger
+        .ack("typing:start", json!({ "roomId": room }))
+        .await;
+    assert_eq!(code_of(&refused), "forbidden");
+    let unknown = json!({ "roomId": uuid::Uuid::now_v7() });
+    assert_eq!(
+        code_of(&stranger.ack("typing:start", unknown).await),
+        "not_found"
+    );
+    for client in [ann, bob, stranger] {
+        client.close().await;
+    }
+    app.stop().await;
+}
+both_backends!(members_cost_no_membership_queries);
