@@ -6,15 +6,19 @@
 //!    [`config::Settings`] and starts an [`Application`] (`app.rs`), which opens storage
 //!    (`storage/`), builds the backplane (`backplane/`) and mounts Socket.IO on the axum router
 //!    (`http/`).
-//! 2. A client connects: `socket/mod.rs` admits it (capacity, then the JWT from `auth.rs`), joins
-//!    its Socket.IO rooms (`user:{id}` and `room:{uuid}` of each of its chat rooms) and emits
-//!    `session`.
+//! 2. A client connects: `socket/mod.rs` admits it (capacity, then the JWT from `auth.rs`), reads
+//!    the user's rooms once, joins its Socket.IO rooms (`user:{id}` and `room:{uuid}` of each of
+//!    its chat rooms) and emits `session`; the user's name and last-seen time are written later,
+//!    in batches (`storage/seen.rs`).
 //! 3. The client emits `message:send`. `socket/handler.rs` wraps the event (span, metrics, one
 //!    reply); `socket/payload.rs` parses the payload into domain values (`domain.rs`);
-//!    `socket/messages.rs` checks membership and calls [`storage::Store::send_message`], which
-//!    assigns the room's next seq in one transaction.
-//! 4. After the commit, the ack goes back and `message:new` goes to the room's Socket.IO room,
-//!    which socketioxide's adapter delivers to every member's sockets except the sender's.
+//!    `socket/messages.rs` checks membership against the socket's Socket.IO rooms and puts the
+//!    message in the node's write queue (`storage/writer.rs`), which stores whatever has gathered
+//!    with one [`storage::Store::send_batch`]: one transaction that checks membership again,
+//!    assigns each room's next seqs and moves read marks.
+//! 4. After the commit, the message goes to the delivery task (`socket/delivery.rs`) and the ack
+//!    goes back; `message:new` goes to the room's Socket.IO room, which socketioxide's adapter
+//!    delivers to every member's sockets except the sender's.
 //!
 //! Presence, typing and cluster membership live in the parts of a [`backplane::Backplane`];
 //! room emits go through socketioxide's adapter.
