@@ -27,9 +27,24 @@ function stamp(context, _events, done) {
   done();
 }
 
-/** Once per VU: time every message from the others as it arrives. */
+/**
+ * Once per VU, first: wait for `session` (the contract's first event: from then on the node has
+ * its handlers in place; an event emitted between `connect` and `session` can go unanswered),
+ * then time every message from the others as it arrives.
+ */
 function listen(context, events, done) {
   const socket = context.sockets[''];
+  let ready = false;
+  const go = (err) => {
+    if (ready) return;
+    ready = true;
+    clearTimeout(timer);
+    done(err);
+  };
+  const timer = setTimeout(() => go(new Error('no session event within 5 s')), 5000);
+  // The engine counts every event it received; `session` is always the first.
+  if (context.__receivedMessageCount > 0) go();
+  else socket.once('session', () => go());
   socket.on('message:new', (m) => {
     const sentAt = Number(String(m.text).split(' ')[1]);
     if (m.roomId === context.vars.roomId && Number.isFinite(sentAt)) {
@@ -40,7 +55,6 @@ function listen(context, events, done) {
   socket.on('disconnect', (reason) => {
     if (reason !== 'io client disconnect') events.emit('counter', 'confab.dropped_sockets', 1);
   });
-  done();
 }
 
 async function prepare() {
