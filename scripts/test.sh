@@ -38,4 +38,4 @@ CHROMIUM_PATH="$CHROMIUM_PATH" npm run test:browser
 CHROMIUM_PATH="$CHROMIUM_PATH" npm run test:dashboard
 
 echo "== Deploy: compose, Dockerfile, Helm chart checks; k6 and artillery runs on a three-node cluster"
-cd "$(dirname "$0")/.." && bash scripts/test-deploy.sh
+bash ../scripts/test-deploy.sh # (this script is in e2e/ since the contract suite; test-deploy.sh finds the root itself)
