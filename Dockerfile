@@ -12,7 +12,7 @@
 # CARGO_CHEF_VERSION.
 
 ARG RUST_VERSION=1.95
-ARG CARGO_CHEF_VERSION=0.1.73
+ARG CARGO_CHEF_VERSION=0.1.78
 
 # ---- chef: the toolchain and cargo-chef ---------------------------------------------------------
 FROM rust:${RUST_VERSION}-slim-bookworm AS chef
