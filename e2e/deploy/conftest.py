@@ -31,7 +31,7 @@ def compose_binary() -> str:
 
 
 def run(cmd, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=kw.pop("timeout", 600), **kw)
 
 
 @pytest.fixture(scope="session")

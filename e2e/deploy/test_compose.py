@@ -190,3 +190,15 @@ def test_collector_config_is_wired_end_to_end(collector_config, compose_model):
     mount = compose_model["services"]["otel-collector"]["volumes"][0]
     assert mount["source"].endswith("deploy/otel-collector.yaml")
     assert f"--config={mount['target']}" in compose_model["services"]["otel-collector"]["command"]
+
+
+def test_nginx_proxies_the_way_the_local_cluster_template_does():
+    """deploy/nginx.conf is cluster/nginx.conf.template for containers: the proxying must not drift."""
+
+    def proxying(text):
+        location = re.search(r"location / \{(.*?)\}", text, re.S).group(1)
+        return {line.strip() for line in location.splitlines() if line.strip().startswith("proxy_")}
+
+    template = (ROOT / "cluster" / "nginx.conf.template").read_text()
+    assert proxying(template) <= proxying(nginx_conf()), proxying(template) - proxying(nginx_conf())
+    assert re.search(r"hash \$remote_addr consistent;", template)
