@@ -36,3 +36,6 @@ npm run test:cluster
 echo "== Browser tests: the demo page, and the SRE dashboard on a three-node cluster (headless Chromium)"
 CHROMIUM_PATH="$CHROMIUM_PATH" npm run test:browser
 CHROMIUM_PATH="$CHROMIUM_PATH" npm run test:dashboard
+
+echo "== Deploy: compose, Dockerfile, Helm chart checks; k6 and artillery runs on a three-node cluster"
+bash ../scripts/test-deploy.sh # (this script is in e2e/ since the contract suite; test-deploy.sh finds the root itself)

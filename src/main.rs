@@ -1,8 +1,19 @@
 use clap::Parser;
 use confab::{Application, Config, telemetry};
 
+mod healthcheck;
+
+fn main() -> anyhow::Result<()> {
+    // `confab healthcheck` is the container health check: dispatched before the server's flags
+    // are parsed, so it needs none of them and starts no runtime.
+    if healthcheck::requested(std::env::args_os()) {
+        std::process::exit(healthcheck::run());
+    }
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn serve() -> anyhow::Result<()> {
     let settings = Config::parse().validate()?;
     let telemetry = telemetry::init(settings.log_format, &settings.node_id);
     let app = Application::build(settings).await?;
