@@ -87,7 +87,7 @@ impl Application {
         socket::register(&io)
             .await
             .context("subscribing the Socket.IO adapter")?;
-        let router = http::common_layers(http::router(state.clone()).layer(layer));
+        let router = http::common_layers(http::router(state.clone()).layer(layer), &state.settings);
         let listener = TcpListener::bind(state.settings.listen)
             .await
             .with_context(|| format!("binding {}", state.settings.listen))?;
