@@ -15,6 +15,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use super::frames::Frame;
 
 const STEP: Duration = Duration::from_secs(10);
+/// How long a batch's flush ack may take; a session left waiting for binary attachments that
+/// never come never answers, and that is fine.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// What came back from the server across every session.
 #[derive(Debug, Default)]
@@ -164,7 +167,7 @@ impl WsSession {
         let notify = self.flushed.clone();
         let flushed = notify.notified();
         if self.send(&Frame::Text(flush_packet())).await.is_ok() {
-            let _ = tokio::time::timeout(STEP, flushed).await;
+            let _ = tokio::time::timeout(FLUSH_WAIT, flushed).await;
         }
     }
 
@@ -276,7 +279,7 @@ impl PollingSession {
         let notify = self.flushed.clone();
         let flushed = notify.notified();
         if self.send(&Frame::Text(flush_packet())).await.is_ok() {
-            let _ = tokio::time::timeout(STEP, flushed).await;
+            let _ = tokio::time::timeout(FLUSH_WAIT, flushed).await;
         }
     }
 
