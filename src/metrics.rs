@@ -247,7 +247,8 @@ impl Metrics {
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let tasks = runtime.metrics().num_alive_tasks();
-            self.runtime_tasks.set(i64::try_from(tasks).unwrap_or(i64::MAX));
+            self.runtime_tasks
+                .set(i64::try_from(tasks).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         // Writing into a String cannot fail.

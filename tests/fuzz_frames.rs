@@ -11,54 +11,31 @@ mod frames;
 mod support;
 #[path = "fuzz/wire.rs"]
 mod wire;
+#[path = "fuzz/workers.rs"]
+mod workers;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proptest::strategy::{Strategy, ValueTree};
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
 use support::TestClient;
 use support::process::NodeProcess;
-use wire::{PollingSession, SharedTally, WsSession};
+use wire::SharedTally;
+use workers::{Counts, Run, token, worker};
 
 const API_KEY: &str = "fuzz-api-key-0123456789";
 const WS_WORKERS: u64 = 4;
 const POLLING_WORKERS: u64 = 2;
-const FRAMES_PER_SESSION: usize = 40;
 /// Memory may grow by this much over the run, allocator slack included.
 const RSS_SLACK_BYTES: f64 = 64.0 * 1024.0 * 1024.0;
-
-#[derive(Default)]
-struct Counts {
-    frames: AtomicU64,
-    ws_frames: AtomicU64,
-    polling_frames: AtomicU64,
-    bytes: AtomicU64,
-    sessions: AtomicU64,
-    closed_by_server: AtomicU64,
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-async fn token(base: &str, user: &str) -> String {
-    let reply: Value = reqwest::Client::new()
-        .post(format!("{base}/api/dev/token"))
-        .json(&json!({ "userId": user }))
-        .send()
-        .await
-        .expect("dev token")
-        .json()
-        .await
-        .expect("token json");
-    reply["token"].as_str().expect("token").to_owned()
 }
 
 /// One series of `/metrics` (the first line starting with `name`).
@@ -93,97 +70,6 @@ async fn held(base: &str) -> (f64, u64, u64) {
         node["connections"].as_u64().unwrap_or(u64::MAX),
         node["sockets"].as_u64().unwrap_or(u64::MAX),
     )
-}
-
-/// Sends generated frames on fresh sessions until `until`; a session the server closed is
-/// replaced by a new one.
-/// What every worker shares.
-#[derive(Clone)]
-struct Run {
-    base: String,
-    room: String,
-    seed: u64,
-    until: Instant,
-    counts: Arc<Counts>,
-    tally: SharedTally,
-}
-
-async fn worker(id: u64, polling: bool, run: Run) {
-    let Run {
-        base,
-        room,
-        seed,
-        until,
-        counts,
-        tally,
-    } = run;
-    let mut seed_bytes = [0u8; 32];
-    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    seed_bytes[8..16].copy_from_slice(&id.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
-    );
-    let mut n = 0;
-    while Instant::now() < until {
-        n += 1;
-        let user = format!("fuzz-{id}-{n}");
-        let token = token(&base, &user).await;
-        counts.sessions.fetch_add(1, Ordering::Relaxed);
-        enum Session {
-            Ws(WsSession),
-            Polling(PollingSession),
-        }
-        let mut session = if polling {
-            Session::Polling(
-                PollingSession::open(&base, &token, tally.clone())
-                    .await
-                    .unwrap(),
-            )
-        } else {
-            Session::Ws(WsSession::open(&base, &token, tally.clone()).await.unwrap())
-        };
-        // Generated up front: proptest's strategies are not `Send`, so none lives across an await.
-        let batch: Vec<frames::Frame> = {
-            let strategy = frames::frame(room.clone());
-            (0..FRAMES_PER_SESSION)
-                .map(|_| strategy.new_tree(&mut runner).expect("a frame").current())
-                .collect()
-        };
-        for frame in batch {
-            if Instant::now() >= until {
-                break;
-            }
-            counts.frames.fetch_add(1, Ordering::Relaxed);
-            counts
-                .bytes
-                .fetch_add(frame.len() as u64, Ordering::Relaxed);
-            let sent = match &mut session {
-                Session::Ws(s) => {
-                    counts.ws_frames.fetch_add(1, Ordering::Relaxed);
-                    s.send(&frame).await
-                }
-                Session::Polling(s) => {
-                    counts.polling_frames.fetch_add(1, Ordering::Relaxed);
-                    s.send(&frame).await
-                }
-            };
-            if sent.is_err() {
-                counts.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-        }
-        match session {
-            Session::Ws(mut s) => {
-                s.flush().await;
-                s.close().await;
-            }
-            Session::Polling(mut s) => {
-                s.flush().await;
-                s.close().await;
-            }
-        }
-    }
 }
 
 /// The watcher sends a message; the bystander must get it.

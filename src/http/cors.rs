@@ -7,7 +7,6 @@
 //! long-polling requests; any other origin gets no CORS headers at all, so browsers refuse it.
 //! (WebSocket upgrades are not subject to CORS; Socket.IO authenticates them with the token.)
 
-use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -53,19 +52,12 @@ fn parse_origin(item: &str) -> Result<String, String> {
 }
 
 /// What the CORS layer allows, decided once from the settings.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CorsPolicy {
+    /// `CONFAB_CORS_ORIGINS`, lowercased.
     listed: Vec<String>,
+    /// Whether any loopback origin is allowed (development only).
     loopback: bool,
-}
-
-impl fmt::Debug for CorsPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CorsPolicy")
-            .field("listed", &self.listed)
-            .field("loopback", &self.loopback)
-            .finish()
-    }
 }
 
 impl CorsPolicy {
