@@ -184,6 +184,9 @@ pub struct PollingSession {
     url: String,
     reader: JoinHandle<()>,
     flushed: Arc<tokio::sync::Notify>,
+    /// A ping came: the next POST carries the pong. Engine.IO closes a session that gets two
+    /// POSTs at once, so the reader never posts itself.
+    pong_due: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PollingSession {
@@ -223,9 +226,12 @@ impl PollingSession {
                 "not connected: {got}"
             );
         }
-        let (reader_http, reader_url) = (http.clone(), url.clone());
+        let (reader_http, reader_url) = (http.clone(), url);
+        let url = reader_url.clone();
         let flushed = Arc::new(tokio::sync::Notify::new());
         let notify = flushed.clone();
+        let pong_due = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ping = pong_due.clone();
         let reader = tokio::spawn(async move {
             let _done = Finally(notify.clone());
             loop {
@@ -242,7 +248,7 @@ impl PollingSession {
                     notify.notify_one();
                 }
                 if body.split('\u{1e}').any(|p| p == "2") {
-                    let _ = reader_http.post(&reader_url).body("3").send().await;
+                    ping.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 if body.split('\u{1e}').any(|p| p == "1") {
                     return;
@@ -254,14 +260,22 @@ impl PollingSession {
             url,
             reader,
             flushed,
+            pong_due,
         })
     }
 
     pub async fn send(&mut self, frame: &Frame) -> anyhow::Result<()> {
-        let body = match frame {
-            Frame::Text(t) => t.clone().into_bytes(),
-            Frame::Binary(b) | Frame::NotUtf8(b) => b.clone(),
-        };
+        let mut body = Vec::new();
+        if self
+            .pong_due
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            body.extend_from_slice(b"3\x1e");
+        }
+        match frame {
+            Frame::Text(t) => body.extend_from_slice(t.as_bytes()),
+            Frame::Binary(b) | Frame::NotUtf8(b) => body.extend_from_slice(b),
+        }
         let response = self.http.post(&self.url).body(body).send().await?;
         anyhow::ensure!(
             response.status() == 200 && !self.reader.is_finished(),
