@@ -100,7 +100,7 @@ impl Application {
             .await
             .context("subscribing the Socket.IO adapter")?;
         tokio::spawn(socket::deliver(io.clone(), to_deliver));
-        let router = http::common_layers(http::router(state.clone()).layer(layer));
+        let router = http::common_layers(http::router(state.clone()).layer(layer), &state.settings);
         let listener = TcpListener::bind(state.settings.listen)
             .await
             .with_context(|| format!("binding {}", state.settings.listen))?;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+pub use crate::http::cors::{AllowedOrigins, CorsPolicy};
+
 /// A value that must never appear in logs or `Debug` output.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -101,13 +103,21 @@ pub struct Config {
     #[arg(long, env = "CONFAB_NODE_ID")]
     pub node_id: Option<String>,
 
-    /// HS256 secret for client tokens; unset means a random secret and dev tokens on.
+    /// HS256 secret for client tokens; unset means a random secret and dev tokens on, which is
+    /// only allowed on a loopback address unless `CONFAB_DEV_TOKENS=on` asks for it.
     #[arg(long, env = "CONFAB_JWT_SECRET")]
     pub jwt_secret: Option<Secret>,
 
-    /// Serve `POST /api/dev/token`; defaults to on only when no secret is set.
-    #[arg(long, env = "CONFAB_DEV_TOKENS")]
+    /// Serve `POST /api/dev/token` (`on`/`off`, also `true`/`false`); defaults to on only when no
+    /// secret is set.
+    #[arg(long, env = "CONFAB_DEV_TOKENS", value_parser = clap::builder::BoolishValueParser::new())]
     pub dev_tokens: Option<bool>,
+
+    /// Origins (`scheme://host[:port]`, comma-separated) whose pages may call the HTTP API and
+    /// Socket.IO's polling transport with credentials; unset means the node's own origin, plus
+    /// loopback origins while dev tokens are on.
+    #[arg(long, env = "CONFAB_CORS_ORIGINS")]
+    pub cors_origins: Option<AllowedOrigins>,
 
     /// Message text limit in Unicode scalar values, after trimming.
     #[arg(long, env = "CONFAB_MAX_MESSAGE_CHARS", default_value_t = 1000)]
@@ -133,12 +143,13 @@ pub struct Config {
     #[arg(long, env = "CONFAB_SEND_BURST", default_value_t = 20)]
     pub send_burst: u32,
 
-    /// Sustained `typing:start`/`typing:stop` rate per socket.
-    #[arg(long, env = "CONFAB_TYPING_RATE_PER_SEC", default_value_t = 2)]
+    /// Sustained `typing:start`/`typing:stop` rate per socket. Clients send `typing:start` on
+    /// every keystroke (the 2 s re-broadcast throttle keeps rooms quiet), so this only stops floods.
+    #[arg(long, env = "CONFAB_TYPING_RATE_PER_SEC", default_value_t = 10)]
     pub typing_rate_per_sec: u32,
 
     /// Burst of typing events allowed above the sustained rate.
-    #[arg(long, env = "CONFAB_TYPING_BURST", default_value_t = 5)]
+    #[arg(long, env = "CONFAB_TYPING_BURST", default_value_t = 20)]
     pub typing_burst: u32,
 
     /// Seconds a drain may take on SIGTERM before the process exits anyway.
@@ -183,6 +194,10 @@ pub struct Settings {
     /// True when the secret was generated at start (tokens die with the process).
     pub jwt_secret_generated: bool,
     pub dev_tokens: bool,
+    /// True when dev tokens serve beyond loopback because `CONFAB_DEV_TOKENS=on` asked for it.
+    pub dev_tokens_exposed: bool,
+    /// Origins allowed by CORS, besides the node's own.
+    pub cors: CorsPolicy,
     pub limits: Limits,
     pub shutdown_timeout: Duration,
     /// Bound on announcing a crashed node's users offline; the heartbeat timing derives from it
@@ -279,6 +294,19 @@ impl Config {
             Some(secret) => (secret, false),
             None => (Secret::new(random_secret()), true),
         };
+        // Protected mode, as Redis has it: without a secret anyone who reaches the port can mint a
+        // token for any user, so beyond loopback that must be asked for explicitly.
+        let loopback = self.listen.ip().is_loopback();
+        if generated && !loopback && self.dev_tokens != Some(true) {
+            return Err(ConfigError(format!(
+                "CONFAB_LISTEN is {}, beyond loopback, and CONFAB_JWT_SECRET is not set: anyone \
+                 who can reach the port could get a token for any user. Set CONFAB_JWT_SECRET \
+                 (at least 16 bytes), listen on 127.0.0.1, or set CONFAB_DEV_TOKENS=on to serve \
+                 dev tokens to everyone anyway (development only)",
+                self.listen
+            )));
+        }
+        let dev_tokens = self.dev_tokens.unwrap_or(generated);
         if self.api_key.as_ref().is_some_and(|k| k.expose().len() < 16) {
             return err("CONFAB_API_KEY must be at least 16 bytes");
         }
@@ -300,7 +328,9 @@ impl Config {
                 prefix: self.redis_prefix,
             }),
             node_id,
-            dev_tokens: self.dev_tokens.unwrap_or(generated),
+            dev_tokens,
+            dev_tokens_exposed: dev_tokens && !loopback,
+            cors: CorsPolicy::new(self.cors_origins, dev_tokens),
             jwt_secret,
             jwt_secret_generated: generated,
             limits: Limits {
@@ -391,6 +421,58 @@ mod tests {
         assert!(parse(&["--write-batch", "0"]).is_err());
         assert!(parse(&["--write-queue", "0"]).is_err());
         assert!(parse(&["--database-timeout-ms", "5"]).is_err());
+    }
+
+    #[test]
+    fn typing_defaults_allow_keystroke_rate() {
+        // A `typing:start` every 300 ms is 3.3 a second: well under the sustained rate.
+        let limits = parse(&[]).unwrap().limits;
+        assert!(
+            limits.typing_rate_per_sec >= 4 && limits.typing_burst >= limits.typing_rate_per_sec
+        );
+    }
+
+    #[test]
+    fn beyond_loopback_without_a_secret_is_refused_unless_dev_tokens_are_asked_for() {
+        for listen in ["0.0.0.0:3999", "[::]:3999", "192.168.1.5:3000"] {
+            let refused = parse(&["--listen", listen]).unwrap_err().to_string();
+            assert!(refused.contains("CONFAB_JWT_SECRET"), "{refused}");
+            assert!(refused.contains("CONFAB_DEV_TOKENS=on"), "{refused}");
+            assert!(parse(&["--listen", listen, "--dev-tokens", "off"]).is_err());
+            let asked = parse(&["--listen", listen, "--dev-tokens", "on"]).unwrap();
+            assert!(asked.dev_tokens && asked.dev_tokens_exposed);
+            let secret = parse(&["--listen", listen, "--jwt-secret", "0123456789abcdef0123"]);
+            let secret = secret.unwrap();
+            assert!(!secret.dev_tokens && !secret.dev_tokens_exposed);
+        }
+        for listen in ["127.0.0.1:3999", "[::1]:3999", "127.0.0.2:80"] {
+            let dev = parse(&["--listen", listen]).unwrap();
+            assert!(dev.dev_tokens && !dev.dev_tokens_exposed, "{listen}");
+        }
+    }
+
+    #[test]
+    fn cors_origins_are_validated_and_loopback_ones_are_for_development() {
+        let argv = ["confab", "--cors-origins", "*"];
+        assert!(
+            Config::try_parse_from(argv).is_err(),
+            "a wildcard is refused"
+        );
+        let argv = ["confab", "--cors-origins", "chat.example.com"];
+        assert!(
+            Config::try_parse_from(argv).is_err(),
+            "an origin needs a scheme"
+        );
+        let dev = parse(&[]).unwrap().cors;
+        assert!(dev.allows("http://localhost:5173", None));
+        let listed = parse(&["--cors-origins", "https://a.example, https://b.example"]).unwrap();
+        assert!(listed.cors.allows("https://b.example", None));
+        assert!(!listed.cors.allows("http://localhost:5173", None));
+        let production = parse(&["--jwt-secret", "0123456789abcdef0123"])
+            .unwrap()
+            .cors;
+        assert!(!production.allows("http://localhost:5173", None));
+        assert!(production.allows("https://chat.example", Some("chat.example")));
     }
 
     #[test]

@@ -244,3 +244,6 @@ mod tests {
         assert!(ClientId::parse(&"c".repeat(65)).is_err());
     }
 }
+
+#[cfg(test)]
+mod props;

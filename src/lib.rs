@@ -59,7 +59,12 @@ pub fn announce(app: &Application, tracing_enabled: bool) {
         traces = if tracing_enabled { "OTLP" } else { "off" },
         "configuration"
     );
-    if settings.dev_tokens {
+    if settings.dev_tokens_exposed {
+        tracing::warn!(
+            listen = %settings.listen,
+            "DEV TOKENS ARE ON BEYOND LOOPBACK (CONFAB_DEV_TOKENS=on): anyone who can reach this port can impersonate any user; never run this in production"
+        );
+    } else if settings.dev_tokens {
         tracing::warn!(
             "dev tokens are ON: anyone can get a token at POST /api/dev/token; set CONFAB_JWT_SECRET for production"
         );

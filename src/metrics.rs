@@ -67,6 +67,8 @@ pub struct Metrics {
     pub resident_memory: Gauge,
     /// The series of `events` and `event_duration` by (event, outcome), found once.
     event_series: EventSeries,
+    /// Tokio tasks alive, read at each scrape: the soak test's leak detector.
+    pub runtime_tasks: Gauge,
 }
 
 type EventSeries = std::sync::RwLock<
@@ -211,8 +213,15 @@ impl Metrics {
             Unit::Bytes,
             resident_memory.clone(),
         );
+        let runtime_tasks = Gauge::default();
+        registry.register(
+            "runtime_tasks",
+            "Tokio tasks alive in the process (flat under steady load, or something leaks)",
+            runtime_tasks.clone(),
+        );
         Self {
             registry,
+            runtime_tasks,
             backplane_published,
             backplane_received,
             backplane_lag,
@@ -273,6 +282,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         if let Some(bytes) = resident_memory_bytes() {
             self.resident_memory.set(bytes);
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let tasks = runtime.metrics().num_alive_tasks();
+            self.runtime_tasks
+                .set(i64::try_from(tasks).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         // Writing into a String cannot fail.

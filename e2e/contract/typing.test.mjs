@@ -7,7 +7,9 @@ import {
   callFails,
   Clients,
   disconnect,
+  emitAck,
   expectNone,
+  failed,
   pick,
   sleep,
   TRANSPORT,
@@ -154,5 +156,58 @@ describe(`typing [${TRANSPORT}]`, () => {
       assert.equal(stop.userId, annId);
       assert.ok(sinceLast >= 4000 && sinceLast <= 8000, `typing:stop came ${sinceLast} ms after the last typing:start (${Date.now() - t0} ms after the first)`);
     });
+  });
+});
+
+// The default typing limits (not the generous ones the other tests run with): keystroke cadence is
+// fine, only a flood is refused.
+describe(`typing with the default rate limits [${TRANSPORT}]`, { concurrency: true }, () => {
+  let server;
+  let clients;
+  before(async () => {
+    server = await startServer({
+      name: 'typing-defaults',
+      env: { CONFAB_TYPING_RATE_PER_SEC: undefined, CONFAB_TYPING_BURST: undefined },
+    });
+    clients = new Clients(server);
+  });
+  after(async () => {
+    clients?.closeAll();
+    await server?.stop();
+  });
+
+  async function pair() {
+    const ann = await clients.connect(uid('ann'), 'Ann');
+    const bob = await clients.connect(uid('bob'), 'Bob');
+    const room = await createRoom(ann, { kind: 'public', members: [bob.userId] });
+    return { ann, bob, room };
+  }
+
+  test('typing:start every 300 ms for 6 s is answered ok every time, and the room hears it at most every 2 s', async () => {
+    const { ann, bob, room } = await pair();
+    const t0 = Date.now();
+    const replies = [];
+    for (let i = 0; i < 20; i++) {
+      await sleep(i * 300 - (Date.now() - t0));
+      replies.push(await emitAck(ann, 'typing:start', { roomId: room.id }));
+    }
+    const refused = replies.filter((r) => r?.ok !== true);
+    assert.deepEqual(refused, [], `${refused.length} of 20 keystroke-rate typing:start were refused`);
+    const heard = bob.e2e.log.filter((e) => e.event === 'typing:start' && e.payload?.roomId === room.id && e.at >= t0);
+    assert.ok(heard.length >= 1 && heard.length <= 4, `Bob got ${heard.length} typing:start in ${Date.now() - t0} ms`);
+    await call(ann, 'typing:stop', { roomId: room.id });
+  });
+
+  test('a flood of typing:start is refused with rate_limited, and the socket keeps working', async () => {
+    const { ann, room } = await pair();
+    const replies = await Promise.all(
+      Array.from({ length: 100 }, () => emitAck(ann, 'typing:start', { roomId: room.id }, 10_000)),
+    );
+    const codes = replies.map((r) => (r.ok ? 'ok' : r.error?.code));
+    assert.ok(codes.includes('ok'), `the first ones are ok: ${codes.join(' ')}`);
+    assert.ok(codes.filter((c) => c === 'rate_limited').length >= 50, `most of 100 back-to-back are rate_limited: ${codes.join(' ')}`);
+    assert.deepEqual(codes.filter((c) => c !== 'ok' && c !== 'rate_limited'), []);
+    for (const r of replies.filter((x) => !x.ok)) failed(r, 'rate_limited');
+    await call(ann, 'room:list', {});
   });
 });

@@ -1,20 +1,19 @@
 //! HTTP routes on the same port as Socket.IO: health, metrics, dev tokens and the demo page.
 
+pub mod cors;
 mod dev_token;
 mod health;
 pub(crate) mod ops;
 
-use std::time::Duration;
-
 use axum::Router;
-use axum::http::{HeaderName, header};
+use axum::http::HeaderName;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
-use tower_http::cors::CorsLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::config::Settings;
 use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -33,14 +32,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Layers shared by every request, Socket.IO included.
-pub fn common_layers(router: Router) -> Router {
+pub fn common_layers(router: Router, settings: &Settings) -> Router {
     router
-        .layer(
-            CorsLayer::new()
-                .allow_origin(tower_http::cors::Any)
-                .allow_headers([header::CONTENT_TYPE])
-                .max_age(Duration::from_secs(600)),
-        )
+        .layer(cors::layer(&settings.cors))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(http_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

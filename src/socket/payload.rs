@@ -402,3 +402,6 @@ mod tests {
         assert!(is_bad_request(empty(json!(3))));
     }
 }
+
+#[cfg(test)]
+mod props;
