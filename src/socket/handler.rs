@@ -29,6 +29,25 @@ pub struct Session {
     pub typing_rate: Rate,
     /// Held until the socket is gone, so the node's connection count stays exact.
     pub _slot: ConnectionSlot,
+    /// Counts the socket in `confab_sockets` for exactly as long as the session lives, however
+    /// the socket ends (even between admission and the connect handler).
+    pub _counted: Counted,
+}
+
+/// One socket in the `confab_sockets` gauge, from creation to drop.
+pub struct Counted(prometheus_client::metrics::gauge::Gauge);
+
+impl Counted {
+    pub fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Everything a handler needs.

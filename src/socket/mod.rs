@@ -112,6 +112,7 @@ async fn admit_inner(
         send_rate: Rate::new(limits.send_rate_per_sec, limits.send_burst),
         typing_rate: Rate::new(limits.typing_rate_per_sec, limits.typing_burst),
         _slot: slot,
+        _counted: handler::Counted::new(&app.metrics.sockets),
     }));
     Ok(())
 }
@@ -123,7 +124,6 @@ async fn on_connect(socket: SocketRef, State(app): State<AppState>, io: SocketIo
     // Handlers first, before any await, so an event sent right after connecting finds them.
     register_events(&socket);
     socket.on_disconnect(on_disconnect);
-    app.metrics.sockets.inc();
     let user = &session.identity;
     let hello =
         json!({ "userId": user.user_id, "name": user.name, "nodeId": app.settings.node_id });
@@ -161,7 +161,6 @@ async fn on_disconnect(
     let Some(session) = socket.extensions.get::<Arc<Session>>() else {
         return;
     };
-    app.metrics.sockets.dec();
     let user = &session.identity;
     tracing::info!(user = %user.user_id, socket = %socket.id, ?reason, "socket disconnected");
     presence::socket_disconnected(&app, &io, &socket, user).await;
