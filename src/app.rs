@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::backplane::SocketIo;
 use anyhow::Context;
 use axum::Router;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -162,6 +163,13 @@ impl Application {
 
         let stop_serving = CancellationToken::new();
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        // Acks and events are small writes that must leave at once: without TCP_NODELAY, Nagle's
+        // algorithm holds them until the client's delayed ACK (milliseconds on every reply).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         let server = axum::serve(listener, service)
             .with_graceful_shutdown(stop_serving.clone().cancelled_owned());
         let mut server = tokio::spawn(async move { server.await });
