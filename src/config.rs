@@ -88,7 +88,7 @@ pub struct Config {
 
     /// Message batches written at once (Postgres; SQLite writes one at a time). At most the
     /// database pool size.
-    #[arg(long, env = "CONFAB_WRITE_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "CONFAB_WRITE_CONCURRENCY", default_value_t = 1)]
     pub write_concurrency: usize,
 
     /// Redis for the cluster backplane; unset means a single node with an in-process backplane.
