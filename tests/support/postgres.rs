@@ -71,15 +71,21 @@ impl PostgresServer {
         self.dir.path().join("data")
     }
 
-    fn run(&self, tool: &str, args: &[&str]) {
+    /// `tool` from the server binaries, as the postgres user when we are root.
+    fn command(&self, tool: &str) -> Command {
         let program = self.bin.join(tool);
-        let mut command = if is_root() {
+        if is_root() {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(&program);
             c
         } else {
             Command::new(&program)
-        };
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let mut command = self.command(tool);
         let output = command.args(args).output().unwrap_or_else(|e| {
             panic!(
                 "cannot run {} ({e}): these tests need the Postgres server binaries \
@@ -141,7 +147,8 @@ impl PostgresServer {
 impl Drop for PostgresServer {
     fn drop(&mut self) {
         let data = self.data();
-        let _ = Command::new(self.bin.join("pg_ctl"))
+        let _ = self
+            .command("pg_ctl")
             .args([
                 "-D",
                 data.to_str().unwrap_or_default(),
@@ -150,18 +157,5 @@ impl Drop for PostgresServer {
                 "stop",
             ])
             .output();
-        if is_root() {
-            let _ = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(self.bin.join("pg_ctl"))
-                .args([
-                    "-D",
-                    data.to_str().unwrap_or_default(),
-                    "-m",
-                    "immediate",
-                    "stop",
-                ])
-                .output();
-        }
     }
 }
