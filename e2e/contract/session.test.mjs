@@ -29,6 +29,29 @@ describe(`session and connecting [${TRANSPORT}]`, () => {
     await server?.stop();
   });
 
+  test('an event emitted the moment the socket connects (before session arrives) is answered', async () => {
+    // Twenty sockets at once, each emitting from its own connect callback: none may go unanswered.
+    const sockets = await Promise.all(
+      Array.from({ length: 20 }, async (_, i) => {
+        const userId = uid(`eager${i}`);
+        const s = clients.socket({ token: await devToken(server, userId), label: `${userId}#1` });
+        s.userId = userId;
+        return s;
+      }),
+    );
+    const replies = sockets.map(
+      (s) =>
+        new Promise((resolve, reject) => {
+          s.once('connect', () => {
+            s.timeout(5_000).emit('room:list', {}, (err, reply) => (err ? reject(err) : resolve(reply)));
+          });
+          s.once('connect_error', reject);
+          s.connect();
+        }),
+    );
+    for (const reply of await Promise.all(replies)) assert.equal(reply.ok, true, JSON.stringify(reply));
+  });
+
   test('session { userId, name, nodeId } is the first event the socket receives', async () => {
     const userId = uid('ann');
     const s = await clients.connect(userId, 'Ann');

@@ -114,6 +114,10 @@ async fn admit_inner(
         _slot: slot,
         _counted: handler::Counted::new(&app.metrics.sockets),
     }));
+    // Here, not in the connect handler: socketioxide sends the client its CONNECT before it
+    // spawns that handler, so an event emitted on `connect` could otherwise find no handler
+    // and go unanswered.
+    register_events(socket);
     Ok(())
 }
 
@@ -121,8 +125,6 @@ async fn on_connect(socket: SocketRef, State(app): State<AppState>, io: SocketIo
     let Some(session) = socket.extensions.get::<Arc<Session>>() else {
         return;
     };
-    // Handlers first, before any await, so an event sent right after connecting finds them.
-    register_events(&socket);
     socket.on_disconnect(on_disconnect);
     let user = &session.identity;
     let hello =
