@@ -309,6 +309,18 @@ async fn overload_is_refused_at_once_and_nothing_refused_is_stored() {
         stored,
         "refused sends are not stored"
     );
+    let metrics = reqwest::get(format!("{}/metrics", app.base))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text");
+    let counted: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("confab_write_refused_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("confab_write_refused_total");
+    assert_eq!(counted as usize, refused, "every refusal is counted");
     for client in tabs.into_iter().chain([owner]) {
         client.close().await;
     }

@@ -206,7 +206,8 @@ pub trait Store: Send + Sync + 'static {
     /// One message, as a batch of one.
     async fn send_message(&self, message: NewMessage) -> Result<Sent, StorageError> {
         let mut outcomes = self.send_batch(std::slice::from_ref(&message)).await?;
-        outcomes.pop().unwrap_or(Err(StorageError::Overloaded))
+        // A backend answers one outcome per message; none means it failed.
+        outcomes.pop().unwrap_or(Err(StorageError::WriteFailed))
     }
 
     async fn history(&self, room: RoomId, query: HistoryQuery)

@@ -166,7 +166,8 @@ pub(super) fn resolve_repeats(
                 Some(Err(StorageError::RoomNotFound)) => Err(StorageError::RoomNotFound),
                 Some(Err(StorageError::NotMember)) => Err(StorageError::NotMember),
                 Some(Err(StorageError::InvalidReply)) => Err(StorageError::InvalidReply),
-                _ => Err(StorageError::Overloaded),
+                // The first send of this clientId failed as a whole: so does its repeat.
+                _ => Err(StorageError::WriteFailed),
             }
         });
         resolved.push(outcome);

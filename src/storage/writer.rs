@@ -57,12 +57,14 @@ struct Pending<T> {
 /// The sending side of the write path; cheap to clone.
 pub struct WriteQueue<T> {
     queue: mpsc::Sender<Pending<T>>,
+    metrics: Arc<Metrics>,
 }
 
 impl<T> Clone for WriteQueue<T> {
     fn clone(&self) -> Self {
         Self {
             queue: self.queue.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -81,9 +83,9 @@ impl<T: Send + 'static> WriteQueue<T> {
             store,
             settings,
             committed,
-            metrics,
+            metrics: metrics.clone(),
         });
-        (Self { queue }, tokio::spawn(writer.run(pending)))
+        (Self { queue, metrics }, tokio::spawn(writer.run(pending)))
     }
 
     /// Stores `message` (in the next batch) and returns its outcome once committed. `tag` goes
@@ -97,9 +99,10 @@ impl<T: Send + 'static> WriteQueue<T> {
             enqueued: Instant::now(),
             reply,
         };
-        self.queue
-            .try_send(pending)
-            .map_err(|_| StorageError::Overloaded)?;
+        if self.queue.try_send(pending).is_err() {
+            self.metrics.write_refused.inc();
+            return Err(StorageError::Overloaded);
+        }
         outcome.await.unwrap_or(Err(StorageError::Overloaded))
     }
 }
