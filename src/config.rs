@@ -68,9 +68,10 @@ pub struct Config {
     #[arg(long, env = "CONFAB_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
 
-    /// Longest wait for a database connection, in milliseconds: with the database away, sends
-    /// fail with `unavailable` after about this long.
-    #[arg(long, env = "CONFAB_DATABASE_TIMEOUT_MS", default_value_t = 1000)]
+    /// Longest wait for a free database connection, in milliseconds: how long a burst (a
+    /// reconnect storm's reads of users' rooms) may queue on the pool. A database that refuses
+    /// connections fails requests at once, whatever this is.
+    #[arg(long, env = "CONFAB_DATABASE_TIMEOUT_MS", default_value_t = 10000)]
     pub database_timeout_ms: u64,
 
     /// Messages that may wait for the writer on this node; beyond, sends get `unavailable` at once.

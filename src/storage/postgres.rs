@@ -29,8 +29,8 @@ impl PostgresStore {
     ) -> Result<Self, StorageError> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
-            // Short, so that with the database away sends and /readyz report `unavailable`
-            // within the contract's bound instead of hanging.
+            // Long enough for a reconnect storm's reads to queue on the pool: a database that
+            // refuses connections fails a request at once anyway (sends: `unavailable`).
             .acquire_timeout(acquire_timeout)
             // A ping before every query would double the round trips of the write path; a
             // broken connection fails its query instead, which the caller reports and retries.
