@@ -404,3 +404,75 @@ async fn members_cost_no_membership_queries(backend: Backend) {
     app.stop().await;
 }
 both_backends!(members_cost_no_membership_queries);
+
+/// The count and sum of the node's write batches so far (`confab_write_batch_messages`).
+async fn write_batches(app: &TestApp) -> (u64, u64) {
+    let text = reqwest::get(format!("{}/metrics", app.base))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text");
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .unwrap_or_else(|| panic!("{name} in the metrics"))
+    };
+    (
+        value("confab_write_batch_messages_count"),
+        value("confab_write_batch_messages_sum"),
+    )
+}
+
+/// With a long linger: a lone message is written at once, and messages that follow it closely
+/// share one commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_message_waits_for_nobody_and_a_burst_shares_a_commit() {
+    let linger = Duration::from_secs(3);
+    let app = TestApp::spawn_with(Backend::Sqlite, move |s| {
+        s.write.linger = linger;
+        s.write.max_wait = linger * 3;
+    })
+    .await;
+    let owner = app.connect(&unique("owner")).await;
+    let room = owner.ok("room:create", json!({ "name": "linger" })).await["room"]["id"].clone();
+    let owner_id = owner.session["userId"].as_str().unwrap().to_owned();
+    let mut tabs = Vec::new();
+    for _ in 0..5 {
+        tabs.push(app.connect(&owner_id).await);
+    }
+
+    let started = Instant::now();
+    owner
+        .ok("message:send", json!({ "roomId": room, "text": "alone" }))
+        .await;
+    let alone = started.elapsed();
+    assert!(
+        alone < linger / 3,
+        "a lone message waited {alone:?} (linger {linger:?})"
+    );
+    assert_eq!(write_batches(&app).await, (1, 1));
+
+    // Sent right after the first: the writer is busy, so they gather into one batch.
+    let sends = tabs.iter().enumerate().map(|(k, tab)| {
+        tab.ok(
+            "message:send",
+            json!({ "roomId": room, "text": format!("burst {k}") }),
+        )
+    });
+    let replies = futures::future::join_all(sends).await;
+    let mut seqs: Vec<i64> = replies.iter().map(seq_of).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, vec![2, 3, 4, 5, 6]);
+    assert_eq!(
+        write_batches(&app).await,
+        (2, 6),
+        "five messages in one commit"
+    );
+    for client in tabs.into_iter().chain([owner]) {
+        client.close().await;
+    }
+    app.stop().await;
+}

@@ -3,6 +3,10 @@
 //! Senders put their message in a bounded queue and wait for its outcome. A task per node takes
 //! whatever has arrived (up to `max_batch`) and stores it with one [`Store::send_batch`]: a lone
 //! message is written at once, and under load a batch of N costs about what one message does.
+//! Under load (a batch's first message arrived within `linger` of the previous batch's last),
+//! the batch waits until `linger` after its first message for company: one commit then serves
+//! several messages, which is most of what a message costs the database. At low load nothing
+//! waits.
 //! Up to `writers` batches are in flight at once (Postgres overlaps their round trips and
 //! commits; the rooms they share serialize on their row locks); while all are busy, the queue
 //! fills and the next batch takes everything that gathered.
@@ -36,6 +40,8 @@ pub struct WriteSettings {
     pub max_wait: Duration,
     /// Batches in flight at once (1 for SQLite, which has one writer connection).
     pub writers: usize,
+    /// Under load, how long after its first message a batch waits for more (zero: never).
+    pub linger: Duration,
 }
 
 /// A message that was stored by this node, for delivery, with what its sender attached.
@@ -118,6 +124,9 @@ impl<T: Send + 'static> Writer<T> {
     async fn run(self: Arc<Self>, mut pending: mpsc::Receiver<Pending<T>>) {
         let slots = Arc::new(Semaphore::new(self.settings.writers.max(1)));
         let mut in_flight = JoinSet::new();
+        let max_batch = self.settings.max_batch.max(1);
+        // When the newest message of the previous batch was enqueued.
+        let mut last_arrival: Option<Instant> = None;
         loop {
             // A free slot first, then whatever has gathered: while every slot is busy the
             // queue fills, and the next batch takes it all.
@@ -126,13 +135,11 @@ impl<T: Send + 'static> Writer<T> {
             };
             let mut batch = Vec::with_capacity(self.settings.max_batch);
             // Waits for the first message only: whatever else arrived meanwhile joins it.
-            if pending
-                .recv_many(&mut batch, self.settings.max_batch.max(1))
-                .await
-                == 0
-            {
+            if pending.recv_many(&mut batch, max_batch).await == 0 {
                 break;
             }
+            self.linger(&mut pending, &mut batch, last_arrival).await;
+            last_arrival = batch.last().map(|p| p.enqueued);
             let now = Instant::now();
             let (fresh, stale): (Vec<_>, Vec<_>) = batch
                 .into_iter()
@@ -151,6 +158,33 @@ impl<T: Send + 'static> Writer<T> {
             }
         }
         while in_flight.join_next().await.is_some() {}
+    }
+
+    /// Under load, lets the batch gather until `linger` after its first message. One timer
+    /// wake-up, then whatever arrived is taken at once (not a wake-up per message).
+    async fn linger(
+        &self,
+        pending: &mut mpsc::Receiver<Pending<T>>,
+        batch: &mut Vec<Pending<T>>,
+        last_arrival: Option<Instant>,
+    ) {
+        let linger = self.settings.linger;
+        let max_batch = self.settings.max_batch.max(1);
+        let Some(first) = batch.first().map(|p| p.enqueued) else {
+            return;
+        };
+        let busy = last_arrival.is_some_and(|last| first.saturating_duration_since(last) < linger);
+        let deadline = first + linger;
+        if !busy || batch.len() >= max_batch || deadline <= Instant::now() {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+        while batch.len() < max_batch {
+            match pending.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
     }
 
     async fn write(&self, batch: Vec<Pending<T>>) {
