@@ -95,7 +95,7 @@ pub struct Config {
     /// Under load, how long a batch waits for company after its first message, in microseconds
     /// (0: never). Only when messages are arriving closer together than this: a lone message is
     /// written at once. Bigger batches mean fewer commits, so less database CPU per message.
-    #[arg(long, env = "CONFAB_WRITE_LINGER_US", default_value_t = 1000)]
+    #[arg(long, env = "CONFAB_WRITE_LINGER_US", default_value_t = 2000)]
     pub write_linger_us: u64,
 
     /// Redis for the cluster backplane; unset means a single node with an in-process backplane.
