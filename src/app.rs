@@ -9,8 +9,9 @@ use crate::backplane::SocketIo;
 use anyhow::Context;
 use axum::Router;
 use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
+use tower::util::MapRequestLayer;
 
 use crate::auth::TokenKeys;
 use crate::backplane::{Adapter, Backplane, BackplaneDriver, ReconnectingDriver, RedisOptions};
@@ -85,6 +86,7 @@ impl Application {
         let (layer, io) = socketioxide::SocketIo::builder()
             .max_payload(state.settings.limits.max_payload_bytes)
             .max_buffer_size(1024)
+            .ws_read_buffer_size(state.settings.limits.ws_read_buffer_bytes)
             .with_state(state.clone())
             .with_adapter::<Adapter>(driver.into_adapter_state(&prefix))
             .build_layer();
@@ -101,9 +103,12 @@ impl Application {
             .await
             .context("subscribing the Socket.IO adapter")?;
         tokio::spawn(socket::deliver(io.clone(), to_deliver));
-        let router = http::common_layers(http::router(state.clone()).layer(layer), &state.settings);
-        let listener = TcpListener::bind(state.settings.listen)
-            .await
+        // Outside the Socket.IO layer, so what socketioxide keeps of a request is the trimmed one.
+        let sockets = http::router(state.clone())
+            .layer(layer)
+            .layer(MapRequestLayer::new(socket::upgrade::trim));
+        let router = http::common_layers(sockets, &state.settings);
+        let listener = bind(state.settings.listen, state.settings.listen_backlog)
             .with_context(|| format!("binding {}", state.settings.listen))?;
         Ok(Self {
             listener,
@@ -142,6 +147,10 @@ impl Application {
                 .clone()
                 .run(state.store.clone(), seen_stop.clone()),
         );
+        tokio::spawn(crate::memory::trim_after_disconnect_waves(
+            state.connections.clone(),
+            background.clone(),
+        ));
         tokio::spawn(socket::expire_typing(
             state.clone(),
             io.clone(),
@@ -215,6 +224,20 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Binds with a listen queue of `backlog` (tokio's own bind asks for 1024).
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As tokio's bind does: a restarted node can take its port back at once.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Chooses the backplane in one place: in-process for a single node, Redis for a cluster.

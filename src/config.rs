@@ -56,6 +56,12 @@ pub struct Config {
     #[arg(long, env = "CONFAB_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
 
+    /// Pending TCP connections the kernel may queue before confab accepts them: a reconnect
+    /// storm lands all at once, and a short queue drops SYNs that then wait a second to retry.
+    /// Capped by the kernel's `net.core.somaxconn`.
+    #[arg(long, env = "CONFAB_LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
+
     /// `postgres://…` or `sqlite://…`.
     #[arg(
         long,
@@ -142,6 +148,11 @@ pub struct Config {
     #[arg(long, env = "CONFAB_MAX_PAYLOAD_BYTES", default_value_t = 65_536)]
     pub max_payload_bytes: u64,
 
+    /// Initial websocket read buffer per socket, in bytes: every idle socket holds one, and chat
+    /// frames are small (a larger frame grows that socket's buffer as needed).
+    #[arg(long, env = "CONFAB_WS_READ_BUFFER_BYTES", default_value_t = 1024)]
+    pub ws_read_buffer_bytes: usize,
+
     /// Sustained `message:send` rate per socket.
     #[arg(long, env = "CONFAB_SEND_RATE_PER_SEC", default_value_t = 10)]
     pub send_rate_per_sec: u32,
@@ -188,6 +199,8 @@ pub struct ConfigError(String);
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Length of the kernel's queue of connections not yet accepted.
+    pub listen_backlog: u32,
     pub database_url: String,
     pub database_max_connections: u32,
     /// Longest wait for a database connection.
@@ -229,6 +242,8 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub max_payload_bytes: u64,
+    /// Initial websocket read buffer of each socket.
+    pub ws_read_buffer_bytes: usize,
     pub send_rate_per_sec: u32,
     pub send_burst: u32,
     pub typing_rate_per_sec: u32,
@@ -271,6 +286,12 @@ impl Config {
         }
         if self.max_payload_bytes < 1024 {
             return err("CONFAB_MAX_PAYLOAD_BYTES must be at least 1024");
+        }
+        if !(256..=1024 * 1024).contains(&self.ws_read_buffer_bytes) {
+            return err("CONFAB_WS_READ_BUFFER_BYTES must be 256-1048576");
+        }
+        if !(1..=65_535).contains(&self.listen_backlog) {
+            return err("CONFAB_LISTEN_BACKLOG must be 1-65535");
         }
         if self.database_max_connections == 0 {
             return err("CONFAB_DATABASE_MAX_CONNECTIONS must be at least 1");
@@ -324,6 +345,7 @@ impl Config {
         }
         Ok(Settings {
             listen: self.listen,
+            listen_backlog: self.listen_backlog,
             database_url: self.database_url,
             database_max_connections: self.database_max_connections,
             database_timeout: Duration::from_millis(self.database_timeout_ms),
@@ -351,6 +373,7 @@ impl Config {
                 max_connections: self.max_connections,
                 max_connections_per_ip: self.max_connections_per_ip,
                 max_payload_bytes: self.max_payload_bytes,
+                ws_read_buffer_bytes: self.ws_read_buffer_bytes,
                 send_rate_per_sec: self.send_rate_per_sec,
                 send_burst: self.send_burst,
                 typing_rate_per_sec: self.typing_rate_per_sec,
@@ -434,6 +457,9 @@ mod tests {
         assert!(parse(&["--write-batch", "0"]).is_err());
         assert!(parse(&["--write-queue", "0"]).is_err());
         assert!(parse(&["--database-timeout-ms", "5"]).is_err());
+        assert!(parse(&["--ws-read-buffer-bytes", "16"]).is_err());
+        assert!(parse(&["--listen-backlog", "0"]).is_err());
+        assert_eq!(parse(&[]).unwrap().listen_backlog, 4096);
     }
 
     #[test]

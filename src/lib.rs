@@ -30,6 +30,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod socket;

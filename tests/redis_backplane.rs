@@ -128,6 +128,48 @@ async fn a_user_stays_online_while_a_socket_remains_on_any_node() {
     assert!(!a.presence.user_presence(&bob).await.unwrap().online);
 }
 
+/// A reconnect storm's presence writes are coalesced into batches: thousands of simultaneous
+/// connects (two sockets per user) still say exactly once per user that they came online, and
+/// as many disconnects exactly once that they went offline.
+#[tokio::test]
+async fn simultaneous_connects_and_disconnects_each_get_their_own_answer() {
+    let server = RedisServer::start();
+    let p = prefix("storm");
+    let a = Arc::new(node(&server, &p, "a").await);
+    const USERS: usize = 1500;
+    let wave = |connect: bool| {
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..USERS * 2 {
+            let a = a.clone();
+            tasks.spawn(async move {
+                let (id, socket) = (format!("u{}", n % USERS), format!("s{n}"));
+                let changed = if connect {
+                    a.on(&id, &socket).await
+                } else {
+                    a.off(&id, &socket).await
+                };
+                (id, changed)
+            });
+        }
+        tasks
+    };
+    for connect in [true, false] {
+        let mut answers = std::collections::HashMap::<String, usize>::new();
+        let mut tasks = wave(connect);
+        while let Some(done) = tasks.join_next().await {
+            let (id, changed) = done.unwrap();
+            *answers.entry(id).or_default() += usize::from(changed);
+        }
+        assert_eq!(answers.len(), USERS);
+        assert!(
+            answers.values().all(|&n| n == 1),
+            "each user changes state exactly once (connect: {connect})"
+        );
+        let online = a.presence.users_online().await.unwrap();
+        assert_eq!(online, if connect { USERS as u64 } else { 0 });
+    }
+}
+
 #[tokio::test]
 async fn typing_starts_rebroadcasts_stops_and_expires_like_the_local_backplane() {
     let server = RedisServer::start();

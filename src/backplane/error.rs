@@ -2,7 +2,8 @@
 
 use crate::error::ChatError;
 
-#[derive(Debug, thiserror::Error)]
+// Clone: one failed batch of presence writes is the error of every write in it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackplaneError {
     /// Redis did not answer, refused, or timed out: the caller may retry later.
     #[error("redis unreachable: {0}")]

@@ -12,6 +12,7 @@ pub mod relay;
 mod rooms;
 mod security;
 mod typing;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,10 +25,12 @@ use socketioxide::extract::{State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 
+use crate::error::ChatError;
 use crate::limits::Rate;
 use crate::state::AppState;
 pub use delivery::{Origin, deliver};
 pub use handler::Session;
+use handler::{Ctx, Outcome};
 pub use presence::{announce_departures, keep_cluster_presence};
 pub use typing::expire_typing;
 
@@ -105,10 +108,10 @@ async fn admit_inner(
     socket_rooms.push(identity.user_id.socket_room());
     socket.join(socket_rooms);
     app.seen.saw(&identity);
-    security::watch(socket, app, identity.user_id.as_str(), peer);
     let limits = &app.settings.limits;
     socket.extensions.insert(Arc::new(Session {
         identity,
+        peer,
         send_rate: Rate::new(limits.send_rate_per_sec, limits.send_burst),
         typing_rate: Rate::new(limits.typing_rate_per_sec, limits.typing_burst),
         _slot: slot,
@@ -136,21 +139,45 @@ async fn on_connect(socket: SocketRef, State(app): State<AppState>, io: SocketIo
     presence::socket_connected(&app, &io, &socket, user).await;
 }
 
+/// The client events of the contract.
+const EVENTS: &[&str] = &[
+    "room:create",
+    "room:direct",
+    "room:join",
+    "room:leave",
+    "room:list",
+    "room:members",
+    "message:send",
+    "message:history",
+    "message:read",
+    "typing:start",
+    "typing:stop",
+    "room:typing",
+    "presence:get",
+];
+
 fn register_events(socket: &SocketRef) {
-    handler::on(socket, "room:create", rooms::create);
-    handler::on(socket, "room:direct", rooms::direct);
-    handler::on(socket, "room:join", rooms::join);
-    handler::on(socket, "room:leave", rooms::leave);
-    handler::on(socket, "room:list", rooms::list);
-    handler::on(socket, "room:members", rooms::members);
-    handler::on(socket, "message:send", messages::send);
-    handler::on(socket, "message:history", messages::history);
-    handler::on(socket, "message:read", messages::read);
-    handler::on(socket, "typing:start", typing::start);
-    handler::on(socket, "typing:stop", typing::stop);
-    handler::on(socket, "room:typing", typing::list);
-    handler::on(socket, "presence:get", presence::get);
-    handler::on_unknown(socket);
+    handler::serve(socket, EVENTS, dispatch);
+}
+
+/// Runs the handler of `event`, one of [`EVENTS`].
+async fn dispatch(event: &'static str, ctx: Ctx, payload: Value) -> Outcome {
+    match event {
+        "room:create" => rooms::create(ctx, payload).await,
+        "room:direct" => rooms::direct(ctx, payload).await,
+        "room:join" => rooms::join(ctx, payload).await,
+        "room:leave" => rooms::leave(ctx, payload).await,
+        "room:list" => rooms::list(ctx, payload).await,
+        "room:members" => rooms::members(ctx, payload).await,
+        "message:send" => messages::send(ctx, payload).await,
+        "message:history" => messages::history(ctx, payload).await,
+        "message:read" => messages::read(ctx, payload).await,
+        "typing:start" => typing::start(ctx, payload).await,
+        "typing:stop" => typing::stop(ctx, payload).await,
+        "room:typing" => typing::list(ctx, payload).await,
+        "presence:get" => presence::get(ctx, payload).await,
+        _ => Err(ChatError::bad_request("unknown event")),
+    }
 }
 
 async fn on_disconnect(

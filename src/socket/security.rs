@@ -8,30 +8,12 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::Session;
 use crate::auth::AuthError;
-use crate::backplane::{SecurityEvent, SecurityKind, SecurityLog, SocketRef};
+use crate::backplane::{SecurityEvent, SecurityKind, SecurityLog};
 use crate::error::ChatError;
 use crate::limits::Refusal;
 use crate::state::AppState;
-
-/// What a socket's later events need to record security events: kept in its extensions from
-/// admission on.
-pub(super) struct Witness {
-    log: Arc<dyn SecurityLog>,
-    node: String,
-    user: String,
-    peer: Option<IpAddr>,
-}
-
-/// Lets [`after_event`] record the events of this socket.
-pub(super) fn watch(socket: &SocketRef, app: &AppState, user: &str, peer: Option<IpAddr>) {
-    socket.extensions.insert(Arc::new(Witness {
-        log: app.backplane.security.clone(),
-        node: app.settings.node_id.clone(),
-        user: user.to_owned(),
-        peer,
-    }));
-}
 
 /// A connection refused before its token was looked at.
 pub(super) fn refused(app: &AppState, peer: Option<IpAddr>, refusal: Refusal) {
@@ -75,16 +57,22 @@ pub(super) fn auth_failure(app: &AppState, peer: Option<IpAddr>, error: &AuthErr
 }
 
 /// Called by the event frame once the outcome of `event` is known: records rate-limit hits and
-/// forbidden attempts.
-pub fn after_event<T>(socket: &SocketRef, event: &'static str, outcome: &Result<T, ChatError>) {
+/// forbidden attempts. The user and peer come from the socket's session, so a socket carries
+/// nothing extra for this.
+pub fn after_event<T>(
+    app: &AppState,
+    session: &Session,
+    event: &'static str,
+    outcome: &Result<T, ChatError>,
+) {
     let kind = match outcome {
         Err(ChatError::RateLimited) => SecurityKind::RateLimited,
         Err(ChatError::Forbidden(_)) => SecurityKind::Forbidden,
         _ => return,
     };
-    if let Some(w) = socket.extensions.get::<Arc<Witness>>() {
-        record(&w.log, &w.node, kind, Some(&w.user), w.peer, event);
-    }
+    let user = Some(session.identity.user_id.as_str());
+    let log = &app.backplane.security;
+    record(log, &app.settings.node_id, kind, user, session.peer, event);
 }
 
 fn record(

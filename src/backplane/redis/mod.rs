@@ -18,6 +18,7 @@
 mod loads;
 mod membership;
 mod presence;
+mod presence_batch;
 mod security;
 mod typing;
 
@@ -86,7 +87,7 @@ pub(super) fn backplane(
     });
     let liveness = Liveness::for_timeout(options.node_timeout);
     Ok(Backplane {
-        presence: Arc::new(presence::RedisPresence(core.clone())),
+        presence: Arc::new(presence::RedisPresence::new(core.clone())),
         typing: Arc::new(typing::RedisTyping::new(
             core.clone(),
             options.typing_ttl,

@@ -92,6 +92,22 @@ function ops.disconnect(user, sock, node)
   return (removed and gone) and 1 or 0
 end
 
+-- Applies presence writes of `node` in order: `c`onnect or `d`isconnect, user, socket, repeated;
+-- returns each one's result, as `connect` and `disconnect` do. A reconnect storm's thousands of
+-- sockets cost a few scripts, not one round trip each.
+function ops.presence_many(node, ...)
+  local args = {...}
+  local out = {}
+  for i = 1, #args, 3 do
+    if args[i] == 'c' then
+      out[#out + 1] = ops.connect(args[i + 1], args[i + 2], node)
+    else
+      out[#out + 1] = ops.disconnect(args[i + 1], args[i + 2], node)
+    end
+  end
+  return out
+end
+
 -- Returns {done, {{user, typing rooms...}...}}: one batch of `node`'s sockets. Popping makes a
 -- racing second reaper see each socket at most once, and a field only goes while it still names
 -- the node. `claimed`: a node this caller claimed as dead (as opposed to its own entries, left by
