@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 /// `docs/footprint.md`. The margin is smaller than any of the costs removed so far (the 16 KB
 /// hyper read buffer kept by the stored request, the 4 KB websocket read buffer, the ~1 KB map
 /// of per-event handlers), so none of them can come back unnoticed.
-const BUDGET_PER_SOCKET: isize = 19 * 1024 + 512;
+const BUDGET_PER_SOCKET: isize = 14 * 1024;
 const SOCKETS: usize = 1_000;
 /// Connected before the baseline, so that lazily built state is not charged to the sockets.
 const WARM: usize = 50;
