@@ -101,7 +101,10 @@ impl Application {
             .await
             .context("subscribing the Socket.IO adapter")?;
         tokio::spawn(socket::deliver(io.clone(), to_deliver));
-        let router = http::common_layers(http::router(state.clone()).layer(layer), &state.settings);
+        let router = http::common_layers(
+            http::router(state.clone(), io.clone()).layer(layer),
+            &state.settings,
+        );
         let listener = TcpListener::bind(state.settings.listen)
             .await
             .with_context(|| format!("binding {}", state.settings.listen))?;
@@ -155,6 +158,7 @@ impl Application {
             io.clone(),
             upkeep.clone(),
         ));
+        tokio::spawn(http::api::purge_expired(state.clone(), background.clone()));
         let loads_task = tokio::spawn(http::ops::publish_loads(
             state.clone(),
             io.clone(),
