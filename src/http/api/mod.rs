@@ -187,7 +187,7 @@ async fn gate(
     let method = request.method().clone();
     let span = tracing::Span::current();
     span.record("route", route.as_str());
-    span.record("otel.name", format!("{method} {route}"));
+    crate::telemetry::rename(&span, format!("{method} {route}"));
     let admitted = if route == OPENAPI_PATH && api.keys.enabled() {
         Ok(())
     } else {
@@ -196,7 +196,10 @@ async fn gate(
     let response = match admitted {
         Ok(()) => next.run(request).await,
         Err(refused) => {
-            tracing::warn!(route, method = %method, refused = ?refused, "API call refused");
+            // Not found while the API is off is no attempt worth a warning.
+            if api.keys.enabled() {
+                tracing::warn!(route, method = %method, refused = ?refused, "API call refused");
+            }
             refused.into_response()
         }
     };
