@@ -325,6 +325,24 @@ async fn every_route_answers_as_the_contract_says(backend: Backend) {
         assert!(tokio::time::Instant::now() < deadline, "bob still online");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Metrics per route template and status.
+    let metrics = reqwest::get(format!("{}/metrics", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("confab_api_requests_total{")
+                && l.contains(r#"route="/api/v1/rooms/{roomId}/messages""#)
+                && l.contains(r#"method="POST""#)
+                && l.contains(r#"status="201""#)
+        })
+        .unwrap_or_else(|| panic!("no API series in:\n{metrics}"));
+    assert!(series.ends_with(" 2"), "{series}");
+    assert!(metrics.contains("confab_api_duration_seconds_count{"));
     for client in [a, d] {
         client.close().await;
     }
