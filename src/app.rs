@@ -104,7 +104,7 @@ impl Application {
             .context("subscribing the Socket.IO adapter")?;
         tokio::spawn(socket::deliver(io.clone(), to_deliver));
         // Outside the Socket.IO layer, so what socketioxide keeps of a request is the trimmed one.
-        let sockets = http::router(state.clone())
+        let sockets = http::router(state.clone(), io.clone())
             .layer(layer)
             .layer(MapRequestLayer::new(socket::upgrade::trim));
         let router = http::common_layers(sockets, &state.settings);
@@ -164,6 +164,7 @@ impl Application {
             io.clone(),
             upkeep.clone(),
         ));
+        tokio::spawn(http::api::purge_expired(state.clone(), background.clone()));
         let loads_task = tokio::spawn(http::ops::publish_loads(
             state.clone(),
             io.clone(),

@@ -184,10 +184,22 @@ pub struct Config {
     #[arg(long, env = "CONFAB_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
 
-    /// Bearer key of the read-only operations API and the dashboard (at least 16 bytes); unset
-    /// means the operations API answers 404.
+    /// Bearer key of the HTTP API (`/api/v1/`) and the dashboard, allowing every call (at least
+    /// 16 bytes); with neither key set every `/api/v1/` route answers 404.
     #[arg(long, env = "CONFAB_API_KEY")]
     pub api_key: Option<Secret>,
+
+    /// Bearer key of the HTTP API allowing only `GET` calls (at least 16 bytes; optional).
+    #[arg(long, env = "CONFAB_API_READ_KEY")]
+    pub api_read_key: Option<Secret>,
+
+    /// Sustained HTTP API calls per second per key, on each node.
+    #[arg(long, env = "CONFAB_API_RATE_PER_SEC", default_value_t = 1000)]
+    pub api_rate_per_sec: u32,
+
+    /// Burst of HTTP API calls per key allowed above the sustained rate, on each node.
+    #[arg(long, env = "CONFAB_API_RATE_BURST", default_value_t = 2000)]
+    pub api_rate_burst: u32,
 }
 
 /// What `validate` found wrong; startup stops with this message.
@@ -224,8 +236,11 @@ pub struct Settings {
     /// (`backplane::Liveness`).
     pub node_timeout: Duration,
     pub log_format: LogFormat,
-    /// Bearer key of the operations API; `None` turns the API off (404).
+    /// Bearer key of the HTTP API allowing every call.
     pub api_key: Option<Secret>,
+    /// Bearer key of the HTTP API allowing `GET` calls only. With neither key the API is off
+    /// (404).
+    pub api_read_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +263,9 @@ pub struct Limits {
     pub send_burst: u32,
     pub typing_rate_per_sec: u32,
     pub typing_burst: u32,
+    /// HTTP API calls per second and burst, per key and node.
+    pub api_rate_per_sec: u32,
+    pub api_rate_burst: u32,
     /// How long a `typing:start` lasts without a refresh (the contract's 5 s).
     pub typing_ttl: Duration,
     /// Minimum spacing of re-broadcast `typing:start` events (the contract's 2 s).
@@ -343,6 +361,21 @@ impl Config {
         if self.api_key.as_ref().is_some_and(|k| k.expose().len() < 16) {
             return err("CONFAB_API_KEY must be at least 16 bytes");
         }
+        if self
+            .api_read_key
+            .as_ref()
+            .is_some_and(|k| k.expose().len() < 16)
+        {
+            return err("CONFAB_API_READ_KEY must be at least 16 bytes");
+        }
+        if let (Some(full), Some(read)) = (&self.api_key, &self.api_read_key)
+            && full.expose() == read.expose()
+        {
+            return err("CONFAB_API_READ_KEY must differ from CONFAB_API_KEY");
+        }
+        if self.api_rate_per_sec == 0 || self.api_rate_burst == 0 {
+            return err("CONFAB_API_RATE_PER_SEC and CONFAB_API_RATE_BURST must be at least 1");
+        }
         Ok(Settings {
             listen: self.listen,
             listen_backlog: self.listen_backlog,
@@ -378,6 +411,8 @@ impl Config {
                 send_burst: self.send_burst,
                 typing_rate_per_sec: self.typing_rate_per_sec,
                 typing_burst: self.typing_burst,
+                api_rate_per_sec: self.api_rate_per_sec,
+                api_rate_burst: self.api_rate_burst,
                 typing_ttl: Duration::from_secs(5),
                 typing_rebroadcast: Duration::from_secs(2),
             },
@@ -385,6 +420,7 @@ impl Config {
             node_timeout: Duration::from_secs(self.node_timeout),
             log_format: self.log_format,
             api_key: self.api_key,
+            api_read_key: self.api_read_key,
         })
     }
 }
@@ -454,6 +490,15 @@ mod tests {
         assert_eq!(parse(&[]).unwrap().node_timeout, Duration::from_secs(5));
         assert!(parse(&["--api-key", "short"]).is_err());
         assert!(parse(&["--api-key", "0123456789abcdef"]).is_ok());
+        assert!(parse(&["--api-read-key", "short"]).is_err());
+        let same = [
+            "--api-key",
+            "0123456789abcdef",
+            "--api-read-key",
+            "0123456789abcdef",
+        ];
+        assert!(parse(&same).is_err());
+        assert!(parse(&["--api-rate-per-sec", "0"]).is_err());
         assert!(parse(&["--write-batch", "0"]).is_err());
         assert!(parse(&["--write-queue", "0"]).is_err());
         assert!(parse(&["--database-timeout-ms", "5"]).is_err());

@@ -135,7 +135,7 @@ impl RoomName {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RoomKind {
     Public,
@@ -194,6 +194,17 @@ impl ClientId {
     }
 }
 
+/// The `type` of a notification sent by the HTTP API: 1–64 characters after trimming.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct NotificationType(String);
+
+impl NotificationType {
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        trimmed_within("type", raw, 1, 64).map(Self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +246,13 @@ mod tests {
         assert!(RoomId::parse("0195e7d4-8c3f-7000-8000-000000000000").is_ok());
         assert!(RoomId::parse("lobby").is_err());
         assert!(RoomId::parse("").is_err());
+    }
+
+    #[test]
+    fn notification_types_are_1_to_64_characters() {
+        assert!(NotificationType::parse(" order.shipped ").is_ok());
+        assert!(NotificationType::parse("  ").is_err());
+        assert!(NotificationType::parse(&"t".repeat(65)).is_err());
     }
 
     #[test]

@@ -22,6 +22,11 @@
 //!
 //! Presence, typing and cluster membership live in the parts of a [`backplane::Backplane`];
 //! room emits go through socketioxide's adapter.
+//!
+//! A company's backend drives the same paths over the HTTP API (`http/api/`, `/api/v1/`): a
+//! posted message enters the write queue of step 3 with no sending socket, membership changes
+//! run `socket/membership.rs` (the code of `room:create`, `room:join` and `room:leave`), and
+//! notifications are adapter emits to `user:{id}` and `room:{uuid}` rooms.
 
 pub mod auth;
 pub mod backplane;

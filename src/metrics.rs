@@ -21,6 +21,19 @@ pub struct EventNameLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// The route's path template (`/api/v1/rooms/{roomId}`), never the raw path.
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: String,
 }
@@ -69,6 +82,10 @@ pub struct Metrics {
     event_series: EventSeries,
     /// Tokio tasks alive, read at each scrape: the soak test's leak detector.
     pub runtime_tasks: Gauge,
+    /// HTTP API calls, by route template, method and status.
+    pub api_requests: Family<ApiLabels, Counter>,
+    /// Time to answer an HTTP API call, by route template.
+    pub api_duration: Family<RouteLabel, Histogram>,
 }
 
 type EventSeries = std::sync::RwLock<
@@ -116,6 +133,21 @@ impl Metrics {
             "Time to handle a client event",
             Unit::Seconds,
             event_duration.clone(),
+        );
+        let api_requests = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "HTTP API calls, by route, method and status",
+            api_requests.clone(),
+        );
+        let api_duration = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+        });
+        registry.register_with_unit(
+            "api_duration",
+            "Time to answer an HTTP API call",
+            Unit::Seconds,
+            api_duration.clone(),
         );
         let messages_stored = Counter::default();
         registry.register(
@@ -233,6 +265,8 @@ impl Metrics {
             users_reaped,
             resident_memory,
             event_series: EventSeries::default(),
+            api_requests,
+            api_duration,
             sockets,
             connections,
             events,
@@ -276,6 +310,20 @@ impl Metrics {
         duration.observe(seconds);
         let mut known = self.event_series.write().unwrap_or_else(|e| e.into_inner());
         known.insert((event, outcome), (count, duration));
+    }
+
+    /// Counts one HTTP API call.
+    pub fn api_call(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let labels = ApiLabels {
+            route: route.to_owned(),
+            method: method.to_owned(),
+            status,
+        };
+        self.api_requests.get_or_create(&labels).inc();
+        let route = RouteLabel {
+            route: route.to_owned(),
+        };
+        self.api_duration.get_or_create(&route).observe(seconds);
     }
 
     /// The registry in the OpenMetrics text format, which Prometheus scrapes.

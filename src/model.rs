@@ -2,15 +2,17 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{RoomId, RoomKind, UserId};
 
 /// A stored chat message.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub id: Uuid,
+    #[schema(value_type = Uuid)]
     pub room_id: RoomId,
     pub seq: i64,
     pub user_id: String,
@@ -22,9 +24,10 @@ pub struct Message {
 }
 
 /// A room as one user sees it (`unread` is that user's).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Room {
+    #[schema(value_type = Uuid)]
     pub id: RoomId,
     pub name: String,
     pub kind: RoomKind,
@@ -42,9 +45,10 @@ pub struct MemberRecord {
 }
 
 /// A member of a room as sent to clients.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Member {
+    #[schema(value_type = String)]
     pub user_id: UserId,
     pub name: String,
     pub online: bool,

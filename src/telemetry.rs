@@ -133,6 +133,13 @@ pub fn continue_http_trace(span: &Span, headers: &axum::http::HeaderMap) {
     }
 }
 
+/// Renames a span that may have started already (recording `otel.name` only renames one that
+/// has not): the HTTP API names its spans after the route template once routing found it.
+pub fn rename(span: &Span, name: String) {
+    span.record("otel.name", name.as_str());
+    span.context().span().update_name(name);
+}
+
 /// The trace id of a span, for log lines (`None` when not traced).
 pub fn trace_id(span: &Span) -> Option<String> {
     let context = span.context();

@@ -56,7 +56,7 @@ async fn metric(base: &str, name: &str) -> f64 {
 /// What the node holds: the `confab_sockets` gauge, its connection slots and Socket.IO sockets.
 async fn held(base: &str) -> (f64, u64, u64) {
     let stats: Value = reqwest::Client::new()
-        .get(format!("{base}/api/stats"))
+        .get(format!("{base}/api/v1/stats"))
         .bearer_auth(API_KEY)
         .send()
         .await

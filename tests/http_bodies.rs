@@ -190,7 +190,7 @@ fn operations_api_paths_and_queries_never_fail_the_server() {
                 let mut url = reqwest::Url::parse(base).unwrap();
                 url.path_segments_mut()
                     .unwrap()
-                    .extend(["api", "users", &id, "presence"]);
+                    .extend(["api", "v1", "users", &id, "presence"]);
                 c.get(url).bearer_auth(KEY)
             });
             prop_assert!(status < 500, "presence of {:?}: {} {}", id, status, reply);
@@ -199,7 +199,7 @@ fn operations_api_paths_and_queries_never_fail_the_server() {
                 prop_assert_eq!(&reply["userId"], &json!(id));
             }
             let (status, reply) = node.send(|c, base| {
-                c.get(format!("{base}/api/security-events"))
+                c.get(format!("{base}/api/v1/security-events"))
                     .query(&[("limit", &limit)])
                     .bearer_auth(KEY)
             });

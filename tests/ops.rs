@@ -74,10 +74,10 @@ fn connections_by_node(nodes: &Value) -> Vec<(String, u64)> {
     out
 }
 
-/// The first `snapshot` of `/api/dashboard/stream` that satisfies `wanted`.
+/// The first `snapshot` of `/api/v1/dashboard/stream` that satisfies `wanted`.
 async fn snapshot_where(base: &str, wanted: impl Fn(&Value) -> bool) -> Value {
     let mut response = reqwest::Client::new()
-        .get(format!("{base}/api/dashboard/stream"))
+        .get(format!("{base}/api/v1/dashboard/stream"))
         .header("authorization", format!("Bearer {KEY}"))
         .send()
         .await
@@ -213,11 +213,11 @@ async fn every_node_answers_for_the_whole_cluster() {
 
     // The key is required everywhere, compared exactly.
     for path in [
-        "/api/stats",
-        "/api/nodes",
-        &format!("/api/users/{both}/presence"),
-        "/api/security-events",
-        "/api/dashboard/stream",
+        "/api/v1/stats",
+        "/api/v1/nodes",
+        &format!("/api/v1/users/{both}/presence"),
+        "/api/v1/security-events",
+        "/api/v1/dashboard/stream",
     ] {
         for key in [None, Some("ops-test-key-0123456789abcdeX"), Some("wrong")] {
             let (status, body) = get(&b.base, path, key).await;
@@ -225,14 +225,16 @@ async fn every_node_answers_for_the_whole_cluster() {
             assert_eq!(body["error"]["code"], "unauthorized", "{body}");
         }
     }
-    let response = reqwest::get(format!("{}/api/stats", a.base)).await.unwrap();
+    let response = reqwest::get(format!("{}/api/v1/stats", a.base))
+        .await
+        .unwrap();
     let challenge = response.headers()["www-authenticate"].to_str().unwrap();
     assert!(challenge.starts_with("Bearer"), "{challenge}");
 
     // Stats from each node: the same three nodes with their connections, and the totals.
     for node in [a, b, c] {
         let stats = eventually("stats converge", async || {
-            let stats = ok(&node.base, "/api/stats").await;
+            let stats = ok(&node.base, "/api/v1/stats").await;
             if connections_by_node(&stats["nodes"]) == expected
                 && stats["totals"]["usersOnline"] == 7
             {
@@ -260,7 +262,7 @@ async fn every_node_answers_for_the_whole_cluster() {
     }
 
     // Presence: on two nodes, on none, and a bad id.
-    let presence = ok(&c.base, &format!("/api/users/{both}/presence")).await;
+    let presence = ok(&c.base, &format!("/api/v1/users/{both}/presence")).await;
     let mut two = vec![cluster.ids[0].clone(), cluster.ids[1].clone()];
     two.sort();
     assert_eq!(
@@ -268,12 +270,12 @@ async fn every_node_answers_for_the_whole_cluster() {
         json!({ "userId": both, "online": true, "sockets": 2, "nodes": two })
     );
     let nobody = unique("nobody");
-    let presence = ok(&a.base, &format!("/api/users/{nobody}/presence")).await;
+    let presence = ok(&a.base, &format!("/api/v1/users/{nobody}/presence")).await;
     assert_eq!(
         presence,
         json!({ "userId": nobody, "online": false, "sockets": 0, "nodes": [] })
     );
-    let (status, body) = get(&a.base, "/api/users/bad!id/presence", Some(KEY)).await;
+    let (status, body) = get(&a.base, "/api/v1/users/bad!id/presence", Some(KEY)).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("bad_request"))
@@ -283,14 +285,14 @@ async fn every_node_answers_for_the_whole_cluster() {
     clients[0]
         .ok("room:create", json!({ "name": "ops", "kind": "public" }))
         .await;
-    let stats = ok(&b.base, "/api/stats").await;
+    let stats = ok(&b.base, "/api/v1/stats").await;
     assert_eq!(stats["totals"]["rooms"], 1, "{stats}");
 
     // Security events from any node show on every node; never the token.
     let bad_token = "not.a.valid-token-ops";
     connect_with_bad_token(&a.base, bad_token).await;
     let events = eventually("the auth failure is recorded", async || {
-        let body = ok(&c.base, "/api/security-events").await;
+        let body = ok(&c.base, "/api/v1/security-events").await;
         let found = body["events"]
             .as_array()
             .unwrap()
@@ -321,7 +323,7 @@ async fn every_node_answers_for_the_whole_cluster() {
     // A socket leaves, then a whole node: every answer follows.
     c_only.close().await;
     eventually("c's socket is gone", async || {
-        let stats = ok(&a.base, "/api/stats").await;
+        let stats = ok(&a.base, "/api/v1/stats").await;
         let on_c = connections_by_node(&stats["nodes"])
             .into_iter()
             .find(|(id, _)| *id == cluster.ids[2]);
@@ -336,7 +338,7 @@ async fn every_node_answers_for_the_whole_cluster() {
     let c = cluster.nodes.pop().expect("node c");
     c.stop().await;
     let nodes = eventually("c left", async || {
-        let body = ok(&a_base, "/api/nodes").await;
+        let body = ok(&a_base, "/api/v1/nodes").await;
         if body["nodes"].as_array().unwrap().len() == 2 {
             Ok(body)
         } else {
@@ -390,7 +392,7 @@ async fn rate_limits_and_forbidden_attempts_are_security_events() {
     assert_eq!(limited["error"]["code"], "rate_limited", "{limited}");
 
     let events = eventually("both are recorded", async || {
-        let body = ok(&app.base, "/api/security-events?limit=10").await;
+        let body = ok(&app.base, "/api/v1/security-events?limit=10").await;
         if body["events"].as_array().unwrap().len() >= 2 {
             Ok(body)
         } else {
@@ -411,7 +413,7 @@ async fn rate_limits_and_forbidden_attempts_are_security_events() {
 
     // The single node answers from its in-process backplane.
     let stats = eventually("the node published its load", async || {
-        let stats = ok(&app.base, "/api/stats").await;
+        let stats = ok(&app.base, "/api/v1/stats").await;
         if stats["totals"]["connections"] == 2 {
             Ok(stats)
         } else {
@@ -425,7 +427,7 @@ async fn rate_limits_and_forbidden_attempts_are_security_events() {
     );
     assert_eq!(stats["totals"]["usersOnline"], 2);
     assert_eq!(stats["totals"]["rooms"], 1);
-    let presence = ok(&app.base, &format!("/api/users/{owner_id}/presence")).await;
+    let presence = ok(&app.base, &format!("/api/v1/users/{owner_id}/presence")).await;
     assert_eq!(presence["nodes"], json!(["test-node"]));
 
     // Rates come from the counters of two publications.
@@ -469,11 +471,11 @@ async fn rate_limits_and_forbidden_attempts_are_security_events() {
 async fn without_a_key_the_api_is_not_there() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     for path in [
-        "/api/stats",
-        "/api/nodes",
-        "/api/users/ann/presence",
-        "/api/security-events",
-        "/api/dashboard/stream",
+        "/api/v1/stats",
+        "/api/v1/nodes",
+        "/api/v1/users/ann/presence",
+        "/api/v1/security-events",
+        "/api/v1/dashboard/stream",
     ] {
         for key in [None, Some(KEY)] {
             let (status, body) = get(&app.base, path, key).await;
@@ -482,7 +484,7 @@ async fn without_a_key_the_api_is_not_there() {
         }
     }
     // Unknown API paths are JSON errors too; the rest of the HTTP surface is untouched.
-    let (status, body) = get(&app.base, "/api/nope", Some(KEY)).await;
+    let (status, body) = get(&app.base, "/api/v1/nope", Some(KEY)).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("not_found"))
@@ -592,7 +594,7 @@ async fn an_open_dashboard_stream_does_not_hold_up_shutdown() {
     })
     .await;
     let mut stream = reqwest::Client::new()
-        .get(format!("{}/api/dashboard/stream", app.base))
+        .get(format!("{}/api/v1/dashboard/stream", app.base))
         .header("authorization", format!("Bearer {KEY}"))
         .send()
         .await

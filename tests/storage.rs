@@ -8,8 +8,8 @@ use std::time::Duration;
 use confab::domain::{ClientId, DisplayName, MessageText, RoomId, RoomKind, RoomName, UserId};
 use confab::model::{Message, Room};
 use confab::storage::{
-    HistoryQuery, NewMessage, NewRoom, PostgresStore, SeenUser, Sent, SqliteStore, StorageError,
-    Store,
+    Claimed, HistoryQuery, IdempotencyClaim, NewMessage, NewRoom, PostgresStore, SeenUser, Sent,
+    SqliteStore, StorageError, Store,
 };
 use sqlx::Connection;
 use uuid::Uuid;
@@ -601,6 +601,68 @@ async fn seen_users_are_recorded_in_batches(t: T) {
     );
 }
 
+/// Idempotency keys: one claim wins, the others see it pending then done; a pending claim past
+/// its lease and an expired key are taken over; released keys run again; old keys are purged.
+async fn idempotency_keys(t: T) {
+    let hour = 3_600_000;
+    let now = chrono::Utc::now().timestamp_millis();
+    let claim = |key: &str, at: i64, hash: &str| IdempotencyClaim {
+        key: key.to_owned(),
+        method: "POST".to_owned(),
+        path: "/api/v1/rooms".to_owned(),
+        body_hash: hash.to_owned(),
+        now_ms: at,
+    };
+    let first = claim("k", now, "h1");
+    assert_eq!(t.0.claim_idempotency(&first).await.unwrap(), Claimed::Won);
+    let Claimed::Taken(pending) = t.0.claim_idempotency(&first).await.unwrap() else {
+        panic!("a second claim must not win");
+    };
+    assert_eq!((pending.body_hash.as_str(), pending.outcome), ("h1", None));
+    t.0.record_idempotency("k", Some((201, "{\"a\":1}")))
+        .await
+        .unwrap();
+    let found = t.0.find_idempotency("k").await.unwrap().expect("the row");
+    assert_eq!(found.outcome, Some((201, "{\"a\":1}".to_owned())));
+    // Recorded once: a late second record changes nothing.
+    t.0.record_idempotency("k", Some((500, "x"))).await.unwrap();
+    assert_eq!(
+        t.0.find_idempotency("k").await.unwrap().unwrap().outcome,
+        found.outcome
+    );
+
+    // A key past 24 hours is claimed afresh; so is a pending one past its lease.
+    let old = claim("old", now - 25 * hour, "h");
+    assert_eq!(t.0.claim_idempotency(&old).await.unwrap(), Claimed::Won);
+    t.0.record_idempotency("old", Some((200, "{}")))
+        .await
+        .unwrap();
+    assert_eq!(
+        t.0.claim_idempotency(&claim("old", now, "h2"))
+            .await
+            .unwrap(),
+        Claimed::Won
+    );
+    let stuck = claim("stuck", now - 2 * 60_000, "h");
+    assert_eq!(t.0.claim_idempotency(&stuck).await.unwrap(), Claimed::Won);
+    assert_eq!(
+        t.0.claim_idempotency(&claim("stuck", now, "h"))
+            .await
+            .unwrap(),
+        Claimed::Won
+    );
+
+    // A released key (the call failed) runs again.
+    t.0.record_idempotency("stuck", None).await.unwrap();
+    assert!(t.0.find_idempotency("stuck").await.unwrap().is_none());
+
+    let gone = claim("gone", now - 30 * hour, "h");
+    assert_eq!(t.0.claim_idempotency(&gone).await.unwrap(), Claimed::Won);
+    assert_eq!(t.0.purge_idempotency(now - 24 * hour).await.unwrap(), 1);
+    assert!(t.0.find_idempotency("gone").await.unwrap().is_none());
+    assert!(t.0.find_idempotency("k").await.unwrap().is_some());
+}
+
 async fn with_sqlite<F: Future<Output = ()>>(check: impl FnOnce(T) -> F) {
     let dir = tempfile::tempdir().expect("tempdir");
     // A missing parent directory is created, as for the default `sqlite://confab-data/…`.
@@ -710,4 +772,5 @@ on_both_backends!(
     concurrent_batches_stay_gapless,
     send_racing_leave,
     seen_users_are_recorded_in_batches,
+    idempotency_keys,
 );

@@ -170,3 +170,84 @@ async fn one_send_on_a_is_one_trace_through_b_and_c() {
     }
     drop_postgres_database(&database).await;
 }
+
+/// An HTTP API call continues the caller's `traceparent`: its span is named after the route
+/// template and carries the route, status and outcome, and the message it posts is written
+/// (`write_batch`) within the same trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_call_continues_the_callers_trace() {
+    const KEY: &str = "tracing-test-api-key-0123456789";
+    let receiver = OtlpReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/confab.db", dir.path().display());
+    let env: HashMap<String, String> = [
+        ("CONFAB_DATABASE_URL", database.as_str()),
+        ("CONFAB_API_KEY", KEY),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_TRACES_SAMPLER", "always_on"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let node = NodeProcess::start("api-node", &env).await;
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/api/v1/rooms", node.base))
+        .bearer_auth(KEY)
+        .json(&json!({ "name": "traced", "members": ["ann"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room = created["room"]["id"].as_str().unwrap();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let posted = http
+        .post(format!("{}/api/v1/rooms/{room}/messages", node.base))
+        .bearer_auth(KEY)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({ "userId": "ann", "text": "secret words" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+
+    let route = "POST /api/v1/rooms/{roomId}/messages";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (call, trace) = loop {
+        let trace: Vec<ReceivedSpan> = receiver
+            .spans()
+            .into_iter()
+            .filter(|s| hex(&s.trace_id) == trace_id)
+            .collect();
+        let call = trace.iter().find(|s| s.name == route).cloned();
+        if let Some(call) = call
+            && trace.iter().any(|s| s.name == "write_batch")
+        {
+            break (call, trace);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no API trace; spans seen: {:?}",
+            receiver.spans().iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(hex(&call.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(
+        call.attribute("route"),
+        Some("/api/v1/rooms/{roomId}/messages")
+    );
+    assert_eq!(call.attribute("status"), Some("201"));
+    assert_eq!(call.attribute("outcome"), Some("ok"));
+    assert!(
+        trace.iter().all(|s| s
+            .attributes
+            .iter()
+            .all(|(_, v)| !v.contains("secret words"))),
+        "message text leaked into a span"
+    );
+    node.stop().await;
+}

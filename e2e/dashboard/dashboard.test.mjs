@@ -187,7 +187,7 @@ describe('operations dashboard on a three-node cluster', () => {
       assert.ok(painted.every((lit) => lit > 500), `every chart is drawn (${painted})`);
 
       // The key travelled in a header only.
-      const stream = requests.filter((r) => r.url.includes('/api/dashboard/stream'));
+      const stream = requests.filter((r) => r.url.includes('/api/v1/dashboard/stream'));
       assert.ok(stream.length > 0, 'the page opened the stream');
       assert.ok(stream.some((r) => r.headers.authorization === `Bearer ${API_KEY}`), 'the stream request carries the key');
       assert.ok(requests.every((r) => !r.url.includes(API_KEY)), 'the key never appears in a URL');

@@ -5,8 +5,9 @@
 
 mod delivery;
 mod handler;
+pub mod membership;
 mod messages;
-mod payload;
+pub(crate) mod payload;
 mod presence;
 pub mod relay;
 mod rooms;

@@ -1,16 +1,15 @@
 //! Room events: create, direct, join, leave, list, members.
 //!
-//! Membership changes reach sockets in the contract's order: a new member's sockets join the
-//! Socket.IO room before `room:member-joined` is emitted; a leaving member's sockets leave it
-//! before `room:member-left`.
+//! The membership changes themselves (with the contract's order of joins and events) are
+//! `membership.rs`, shared with the HTTP API.
 
 use serde_json::{Value, json};
 
 use super::handler::{Ctx, Outcome};
+use super::membership::{self, Actor};
 use super::payload;
-use crate::domain::{RoomId, RoomKind, UserId};
+use crate::domain::{RoomId, RoomKind};
 use crate::error::ChatError;
-use crate::model::{Member, Room};
 use crate::storage::NewRoom;
 
 /// Checks that the room exists and the caller belongs to it.
@@ -48,35 +47,24 @@ pub async fn require_joined(ctx: &Ctx, room: RoomId) -> Result<(), ChatError> {
     Ok(())
 }
 
-/// Makes every socket of `users`, on every node, join the room, then tells them (except the
-/// acting socket) with `room:added`.
-async fn add_sockets(ctx: &Ctx, users: &[&UserId], room: &Room) {
-    let targets: Vec<String> = users.iter().map(|u| u.socket_room()).collect();
-    if let Err(e) = ctx.io.to(targets.clone()).join(room.id.socket_room()).await {
-        tracing::error!(room = %room.id, error = %e, "sockets did not join the room");
-    }
-    if let Err(e) = ctx.socket.to(targets).emit("room:added", room).await {
-        tracing::warn!(room = %room.id, error = %e, "room:added not delivered");
+/// The acting socket of this event, for the shared membership changes.
+fn actor(ctx: &Ctx) -> Actor<'_> {
+    Actor {
+        io: &ctx.io,
+        socket: Some(&ctx.socket),
     }
 }
 
 pub async fn create(ctx: Ctx, payload: Value) -> Outcome {
     let me = ctx.user().user_id.clone();
     let parsed = payload::create_room(payload, &me)?;
-    let room = ctx
-        .app
-        .store
-        .create_room(NewRoom {
-            name: parsed.name,
-            kind: parsed.kind,
-            creator: me.clone(),
-            members: parsed.members.clone(),
-        })
-        .await?;
-    let mut everyone: Vec<&UserId> = vec![&me];
-    everyone.extend(parsed.members.iter());
-    add_sockets(&ctx, &everyone, &room).await;
-    tracing::info!(room = %room.id, kind = room.kind.as_str(), members = room.member_count, "room created");
+    let new = NewRoom {
+        name: parsed.name,
+        kind: parsed.kind,
+        creator: me,
+        members: parsed.members,
+    };
+    let room = membership::create_room(&ctx.app, actor(&ctx), new).await?;
     Ok(json!({ "ok": true, "room": room }))
 }
 
@@ -85,7 +73,7 @@ pub async fn direct(ctx: Ctx, payload: Value) -> Outcome {
     let other = payload::direct(payload, &me)?;
     let (room, created) = ctx.app.store.direct_room(&me, &other).await?;
     if created {
-        add_sockets(&ctx, &[&me, &other], &room).await;
+        membership::add_sockets(actor(&ctx), &[&me, &other], &room).await;
     } else {
         ctx.socket.join(room.id.socket_room());
     }
@@ -105,29 +93,21 @@ pub async fn join(ctx: Ctx, payload: Value) -> Outcome {
     if !already && kind != RoomKind::Public {
         return Err(ChatError::Forbidden("this room is not public"));
     }
-    let added = !already && ctx.app.store.add_member(room_id, &me).await?;
+    if !already {
+        let name = ctx.user().name.as_str();
+        if let Some(room) =
+            membership::add_member(&ctx.app, actor(&ctx), room_id, &me, Some(name)).await?
+        {
+            return Ok(json!({ "ok": true, "room": room }));
+        }
+    }
     let room = ctx
         .app
         .store
         .room(room_id, &me)
         .await?
         .ok_or(ChatError::NotFound("room not found"))?;
-    if !added {
-        ctx.socket.join(room_id.socket_room());
-        return Ok(json!({ "ok": true, "room": room }));
-    }
-    add_sockets(&ctx, &[&me], &room).await;
-    let joined = json!({
-        "roomId": room_id, "userId": me, "name": ctx.user().name, "memberCount": room.member_count,
-    });
-    let sent = ctx
-        .socket
-        .to(room_id.socket_room())
-        .emit("room:member-joined", &joined)
-        .await;
-    if let Err(e) = sent {
-        tracing::warn!(room = %room_id, error = %e, "room:member-joined not delivered");
-    }
+    ctx.socket.join(room_id.socket_room());
     Ok(json!({ "ok": true, "room": room }))
 }
 
@@ -138,43 +118,7 @@ pub async fn leave(ctx: Ctx, payload: Value) -> Outcome {
         return Err(ChatError::bad_request("a direct room cannot be left"));
     }
     let me = ctx.user().user_id.clone();
-    if !ctx.app.store.remove_member(room_id, &me).await? {
-        return Ok(json!({ "ok": true }));
-    }
-    if let Err(e) = ctx
-        .io
-        .to(me.socket_room())
-        .leave(room_id.socket_room())
-        .await
-    {
-        tracing::error!(room = %room_id, error = %e, "sockets did not leave the room");
-    }
-    let member_count = ctx
-        .app
-        .store
-        .room(room_id, &me)
-        .await?
-        .map(|r| r.member_count)
-        .unwrap_or(0);
-    let left = json!({ "roomId": room_id, "userId": me, "memberCount": member_count });
-    if let Err(e) = ctx
-        .io
-        .to(room_id.socket_room())
-        .emit("room:member-left", &left)
-        .await
-    {
-        tracing::warn!(room = %room_id, error = %e, "room:member-left not delivered");
-    }
-    let removed = json!({ "roomId": room_id });
-    if let Err(e) = ctx
-        .socket
-        .to(me.socket_room())
-        .emit("room:removed", &removed)
-        .await
-    {
-        tracing::warn!(room = %room_id, error = %e, "room:removed not delivered");
-    }
-    super::typing::stop_in_room(&ctx.app, &ctx.io, room_id, &me).await;
+    membership::remove_member(&ctx.app, actor(&ctx), room_id, &me).await?;
     Ok(json!({ "ok": true }))
 }
 
@@ -187,23 +131,6 @@ pub async fn list(ctx: Ctx, payload: Value) -> Outcome {
 pub async fn members(ctx: Ctx, payload: Value) -> Outcome {
     let room_id = payload::room_only(payload)?;
     require_joined(&ctx, room_id).await?;
-    let records = ctx.app.store.members(room_id).await?;
-    let ids: Vec<UserId> = records.iter().map(|m| m.user_id.clone()).collect();
-    let online = ctx
-        .app
-        .backplane
-        .presence
-        .online(&ids)
-        .await
-        .map_err(|e| ChatError::Unavailable(e.into()))?;
-    let members: Vec<Member> = records
-        .into_iter()
-        .zip(online)
-        .map(|(m, online)| Member {
-            user_id: m.user_id,
-            name: m.name,
-            online,
-        })
-        .collect();
+    let members = membership::members(&ctx.app, room_id).await?;
     Ok(json!({ "ok": true, "members": members }))
 }

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use tracing::Instrument;
 
 use super::{
-    HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadMark, SeenUser, SendOutcome, StorageError,
-    Store,
+    Claimed, HistoryPage, HistoryQuery, IdempotencyClaim, IdempotencyRecord, NewMessage, NewRoom,
+    ReadMark, SeenUser, SendOutcome, StorageError, Store,
 };
 use crate::domain::{RoomId, RoomKind, UserId};
 use crate::metrics::{Metrics, OpLabel};
@@ -146,6 +146,42 @@ impl Store for InstrumentedStore {
 
     async fn count_rooms(&self) -> Result<u64, StorageError> {
         self.observe("count_rooms", self.inner.count_rooms()).await
+    }
+
+    async fn member_name(
+        &self,
+        room: RoomId,
+        user: &UserId,
+    ) -> Result<Option<String>, StorageError> {
+        self.observe("member_name", self.inner.member_name(room, user))
+            .await
+    }
+
+    async fn claim_idempotency(&self, claim: &IdempotencyClaim) -> Result<Claimed, StorageError> {
+        self.observe("claim_idempotency", self.inner.claim_idempotency(claim))
+            .await
+    }
+
+    async fn find_idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StorageError> {
+        self.observe("find_idempotency", self.inner.find_idempotency(key))
+            .await
+    }
+
+    async fn record_idempotency(
+        &self,
+        key: &str,
+        outcome: Option<(u16, &str)>,
+    ) -> Result<(), StorageError> {
+        self.observe(
+            "record_idempotency",
+            self.inner.record_idempotency(key, outcome),
+        )
+        .await
+    }
+
+    async fn purge_idempotency(&self, before_ms: i64) -> Result<u64, StorageError> {
+        self.observe("purge_idempotency", self.inner.purge_idempotency(before_ms))
+            .await
     }
 
     async fn close(&self) {

@@ -8,6 +8,7 @@
 //! arrive together on a node into one transaction (group commit), and `seen.rs` records users'
 //! names and last-seen times in batches, off the connect path.
 
+pub mod idempotency;
 mod instrumented;
 mod postgres;
 mod seen;
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use crate::domain::{ClientId, DisplayName, MessageText, RoomId, RoomKind, RoomName, UserId};
 use crate::model::{MemberRecord, Message, Room};
 
+pub use idempotency::{Claimed, IdempotencyClaim, IdempotencyRecord};
 pub use instrumented::InstrumentedStore;
 pub use postgres::PostgresStore;
 pub use seen::SeenRecorder;
@@ -191,6 +193,13 @@ pub trait Store: Send + Sync + 'static {
     /// The ids of the user's rooms, for joining Socket.IO rooms and presence fan-out.
     async fn room_ids_of(&self, user: &UserId) -> Result<Vec<RoomId>, StorageError>;
 
+    /// The display name of `user` when they are a member of `room`; `None` otherwise.
+    async fn member_name(
+        &self,
+        room: RoomId,
+        user: &UserId,
+    ) -> Result<Option<String>, StorageError>;
+
     /// Members ordered by user id.
     async fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StorageError>;
 
@@ -223,6 +232,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many chat rooms exist (every kind), for the operations API.
     async fn count_rooms(&self) -> Result<u64, StorageError>;
+
+    /// Claims an idempotency key for a call, or finds who holds it (`idempotency.rs`). An
+    /// expired row, or a pending one past its lease, is replaced.
+    async fn claim_idempotency(&self, claim: &IdempotencyClaim) -> Result<Claimed, StorageError>;
+
+    /// The row of an idempotency key, if there is one.
+    async fn find_idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StorageError>;
+
+    /// Records the outcome (status, body) of the call that won the key, or, with `None`,
+    /// releases the key so that a retry runs the call again.
+    async fn record_idempotency(
+        &self,
+        key: &str,
+        outcome: Option<(u16, &str)>,
+    ) -> Result<(), StorageError>;
+
+    /// Deletes idempotency keys created before `before_ms` (unix milliseconds); how many.
+    async fn purge_idempotency(&self, before_ms: i64) -> Result<u64, StorageError>;
 
     /// Closes the pool, waiting for in-flight queries.
     async fn close(&self);

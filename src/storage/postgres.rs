@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::sql::{self, Columns, q};
 use super::{
-    HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadMark, SeenUser, SendOutcome, Sent,
-    StorageError, Store,
+    Claimed, HistoryPage, HistoryQuery, IdempotencyClaim, IdempotencyRecord, NewMessage, NewRoom,
+    ReadMark, SeenUser, SendOutcome, Sent, StorageError, Store, idempotency,
 };
 use crate::domain::{RoomId, RoomKind, RoomName, UserId};
 use crate::model::{MemberRecord, Room};
@@ -181,6 +181,15 @@ impl Store for PostgresStore {
         Ok(select.fetch_one(&self.pool).await?)
     }
 
+    async fn member_name(
+        &self,
+        room: RoomId,
+        user: &UserId,
+    ) -> Result<Option<String>, StorageError> {
+        let select = q!(query_scalar, sql::MEMBER_NAME, room.0, user.as_str());
+        Ok(select.fetch_optional(&self.pool).await?)
+    }
+
     async fn room(&self, room: RoomId, viewer: &UserId) -> Result<Option<Room>, StorageError> {
         let sql = format!("{} {}", sql::ROOM_SELECT, sql::ROOM_BY_ID);
         let row = q!(query, &sql, viewer.as_str(), room.0)
@@ -306,6 +315,26 @@ impl Store for PostgresStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(count.max(0) as u64)
+    }
+
+    async fn claim_idempotency(&self, claim: &IdempotencyClaim) -> Result<Claimed, StorageError> {
+        idempotency::postgres::claim(&self.pool, claim).await
+    }
+
+    async fn find_idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StorageError> {
+        idempotency::postgres::find(&self.pool, key).await
+    }
+
+    async fn record_idempotency(
+        &self,
+        key: &str,
+        outcome: Option<(u16, &str)>,
+    ) -> Result<(), StorageError> {
+        idempotency::postgres::record(&self.pool, key, outcome).await
+    }
+
+    async fn purge_idempotency(&self, before_ms: i64) -> Result<u64, StorageError> {
+        idempotency::postgres::purge(&self.pool, before_ms).await
     }
 
     async fn close(&self) {

@@ -44,6 +44,8 @@ pub(super) const IS_MEMBER: &str =
     "SELECT EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)";
 pub(super) const MEMBERS: &str = "SELECT m.user_id, u.name FROM members m \
      JOIN users u ON u.id = m.user_id WHERE m.room_id = $1 ORDER BY m.user_id";
+pub(super) const MEMBER_NAME: &str = "SELECT u.name FROM members m \
+     JOIN users u ON u.id = m.user_id WHERE m.room_id = $1 AND m.user_id = $2";
 pub(super) const REMOVE_MEMBER: &str = "DELETE FROM members WHERE room_id = $1 AND user_id = $2";
 pub(super) const READ_MARK: &str =
     "SELECT read_seq FROM members WHERE room_id = $1 AND user_id = $2";

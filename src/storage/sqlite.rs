@@ -17,8 +17,8 @@ use uuid::{Uuid, fmt::Hyphenated};
 
 use super::sql::{self, Columns, q};
 use super::{
-    HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadMark, SeenUser, SendOutcome, Sent,
-    StorageError, Store,
+    Claimed, HistoryPage, HistoryQuery, IdempotencyClaim, IdempotencyRecord, NewMessage, NewRoom,
+    ReadMark, SeenUser, SendOutcome, Sent, StorageError, Store, idempotency,
 };
 use crate::domain::{RoomId, RoomKind, RoomName, UserId};
 use crate::model::{MemberRecord, Message, Room};
@@ -378,6 +378,20 @@ impl Store for SqliteStore {
         Ok(select.fetch_one(&self.reader).await?)
     }
 
+    async fn member_name(
+        &self,
+        room: RoomId,
+        user: &UserId,
+    ) -> Result<Option<String>, StorageError> {
+        let select = q!(
+            query_scalar,
+            sql::MEMBER_NAME,
+            room.0.hyphenated(),
+            user.as_str()
+        );
+        Ok(select.fetch_optional(&self.reader).await?)
+    }
+
     async fn room(&self, room: RoomId, viewer: &UserId) -> Result<Option<Room>, StorageError> {
         let sql = format!("{} {}", sql::ROOM_SELECT, sql::ROOM_BY_ID);
         let select = q!(query, &sql, viewer.as_str(), room.0.hyphenated());
@@ -518,6 +532,27 @@ impl Store for SqliteStore {
             .fetch_one(&self.reader)
             .await?;
         Ok(count.max(0) as u64)
+    }
+
+    // On the writer: a claim is read right after it is written.
+    async fn claim_idempotency(&self, claim: &IdempotencyClaim) -> Result<Claimed, StorageError> {
+        idempotency::sqlite::claim(&self.writer, claim).await
+    }
+
+    async fn find_idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StorageError> {
+        idempotency::sqlite::find(&self.writer, key).await
+    }
+
+    async fn record_idempotency(
+        &self,
+        key: &str,
+        outcome: Option<(u16, &str)>,
+    ) -> Result<(), StorageError> {
+        idempotency::sqlite::record(&self.writer, key, outcome).await
+    }
+
+    async fn purge_idempotency(&self, before_ms: i64) -> Result<u64, StorageError> {
+        idempotency::sqlite::purge(&self.writer, before_ms).await
     }
 
     async fn close(&self) {

@@ -2,6 +2,7 @@
 //! database, driven by a real Socket.IO client.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod otlp;
 pub mod postgres;
 pub mod process;

@@ -1,15 +1,16 @@
-//! The read-only operations API and the live dashboard.
+//! The operations part of the HTTP API and the live dashboard.
 //!
-//! Every `/api/*` route here needs `Authorization: Bearer <CONFAB_API_KEY>` (compared in constant
-//! time; 401 otherwise) and answers 404 when no key is configured. The answers come from the
-//! backplane (Redis in a cluster), so every node gives the same cluster-wide answer:
+//! These routes are mounted under `/api/v1/` by the API router (`http/api/`), behind its key
+//! check. The answers come from the backplane (Redis in a cluster), so every node gives the
+//! same cluster-wide answer:
 //!
-//! - `GET /api/stats`: every live node with its load, and the totals.
-//! - `GET /api/nodes`: every live node.
-//! - `GET /api/users/{id}/presence`: whether the user is online, with how many sockets, where.
-//! - `GET /api/security-events?limit=N`: the newest security events.
-//! - `GET /api/dashboard/stream`: server-sent events, one `snapshot` a second: nodes with rates
-//!   computed from their counters, totals, backplane lag and the newest security events.
+//! - `GET /api/v1/stats`: every live node with its load, and the totals.
+//! - `GET /api/v1/nodes`: every live node.
+//! - `GET /api/v1/security-events?limit=N`: the newest security events.
+//! - `GET /api/v1/dashboard/stream`: server-sent events, one `snapshot` a second: nodes with
+//!   rates computed from their counters, totals, backplane lag and the newest security events.
+//!
+//! (A user's presence, `GET /api/v1/users/{userId}/presence`, is in `http/api/users.rs`.)
 //!
 //! `GET /dashboard` serves the page (`static/dashboard.html`), which asks for the key and reads
 //! the stream with `fetch`, so the key never goes in a URL.
@@ -20,19 +21,17 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
+use serde_json::json;
 
 use crate::backplane::{BackplaneError, NodeStats};
-use crate::domain::UserId;
 use crate::error::ChatError;
+use crate::http::api::error::ApiQuery;
 use crate::state::AppState;
 
 mod load;
@@ -50,19 +49,9 @@ pub(super) const SNAPSHOT_SECURITY_EVENTS: usize = 30;
 /// Default and largest `limit` of `/api/security-events`.
 const DEFAULT_SECURITY_LIMIT: usize = 50;
 
-/// The operations routes; merged into the HTTP router.
-pub(crate) fn routes(state: AppState) -> Router<AppState> {
-    let api = Router::new()
-        .route("/api/stats", get(stats))
-        .route("/api/nodes", get(nodes))
-        .route("/api/users/{id}/presence", get(presence))
-        .route("/api/security-events", get(security_events))
-        .route("/api/dashboard/stream", get(stream))
-        .route_layer(middleware::from_fn_with_state(state, require_key));
-    Router::new()
-        .route("/dashboard", get(dashboard_page))
-        .merge(api)
-        .route("/api/{*rest}", get(unknown).post(unknown))
+/// The dashboard page; the API routes of this module are mounted by `http/api/`.
+pub(crate) fn page() -> Router<AppState> {
+    Router::new().route("/dashboard", get(dashboard_page))
 }
 
 // ---- answers -------------------------------------------------------------------------------
@@ -95,46 +84,6 @@ fn backplane_failed(e: BackplaneError) -> Response {
     error(status, failure.code(), &failure.to_string())
 }
 
-async fn unknown() -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", "not found")
-}
-
-/// The bearer check of every operations route: 404 when the API is off, 401 without the key.
-async fn require_key(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(key) = &app.settings.api_key else {
-        return error(StatusCode::NOT_FOUND, "not_found", "not found");
-    };
-    if !presents_key(request.headers(), key.expose()) {
-        let mut response = error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid API key is required (Authorization: Bearer <key>)",
-        );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"confab operations\""),
-        );
-        return response;
-    }
-    next.run(request).await
-}
-
-/// Whether the request carries `Authorization: Bearer <key>`. The comparison takes the same
-/// time wherever the keys differ (a different length is told at once, which reveals only that).
-fn presents_key(headers: &HeaderMap, key: &str) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some((scheme, presented)) = value.trim().split_once(' ') else {
-        return false;
-    };
-    scheme.eq_ignore_ascii_case("bearer")
-        && bool::from(presented.trim().as_bytes().ct_eq(key.as_bytes()))
-}
-
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Totals {
@@ -156,7 +105,11 @@ pub(super) fn totals(nodes: &[NodeStats], users_online: u64, rooms: Option<u64>)
     }
 }
 
-async fn stats(State(app): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/api/v1/stats", tag = "operations",
+    responses((status = 200, description = "Every live node with its load, and the totals: \
+        `{ generatedAt, answeredBy, totals: { nodes, connections, sockets, usersOnline, rooms }, nodes }`",
+        body = Object)))]
+pub(crate) async fn stats(State(app): State<AppState>) -> Response {
     let nodes = match app.backplane.loads.nodes().await {
         Ok(nodes) => nodes,
         Err(e) => return backplane_failed(e),
@@ -178,40 +131,28 @@ async fn stats(State(app): State<AppState>) -> Response {
     .into_response()
 }
 
-async fn nodes(State(app): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "operations",
+    responses((status = 200, description = "`{ nodes: [...] }`: every live node", body = Object)))]
+pub(crate) async fn nodes(State(app): State<AppState>) -> Response {
     match app.backplane.loads.nodes().await {
         Ok(nodes) => Json(json!({ "nodes": nodes })).into_response(),
         Err(e) => backplane_failed(e),
     }
 }
 
-async fn presence(State(app): State<AppState>, Path(id): Path<String>) -> Response {
-    let user = match UserId::parse(&id) {
-        Ok(user) => user,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.0),
-    };
-    match app.backplane.presence.user_presence(&user).await {
-        Ok(presence) => {
-            let mut body = json!({ "userId": user });
-            if let (Value::Object(body), Ok(Value::Object(fields))) =
-                (&mut body, serde_json::to_value(presence))
-            {
-                body.extend(fields);
-            }
-            Json(body).into_response()
-        }
-        Err(e) => backplane_failed(e),
-    }
-}
-
-#[derive(Deserialize)]
-struct SecurityQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SecurityQuery {
+    /// How many of the newest events, 1-200 (default 50).
     limit: Option<usize>,
 }
 
-async fn security_events(
+#[utoipa::path(get, path = "/api/v1/security-events", tag = "operations", params(SecurityQuery),
+    responses((status = 200, description = "`{ events: [...] }`, newest first", body = Object),
+        (status = 400, body = crate::http::api::error::ErrorBody)))]
+pub(crate) async fn security_events(
     State(app): State<AppState>,
-    Query(query): Query<SecurityQuery>,
+    ApiQuery(query): ApiQuery<SecurityQuery>,
 ) -> Response {
     let limit = query
         .limit
@@ -223,24 +164,9 @@ async fn security_events(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_key_must_match_exactly_after_bearer() {
-        let key = "0123456789abcdef-key";
-        let with = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
-            headers
-        };
-        assert!(presents_key(&with("Bearer 0123456789abcdef-key"), key));
-        assert!(presents_key(&with("bearer 0123456789abcdef-key"), key));
-        assert!(!presents_key(&with("Bearer 0123456789abcdef-ke"), key));
-        assert!(!presents_key(&with("Bearer 0123456789abcdef-keyX"), key));
-        assert!(!presents_key(&with("Basic 0123456789abcdef-key"), key));
-        assert!(!presents_key(&with("0123456789abcdef-key"), key));
-        assert!(!presents_key(&HeaderMap::new(), key));
-    }
+#[utoipa::path(get, path = "/api/v1/dashboard/stream", tag = "operations",
+    responses((status = 200, description = "Server-sent events: one `snapshot` a second",
+        content_type = "text/event-stream")))]
+pub(crate) async fn dashboard_stream(state: State<AppState>) -> Response {
+    stream(state).await.into_response()
 }
