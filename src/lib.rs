@@ -33,6 +33,7 @@ pub mod backplane;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod hooks;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -11,6 +11,7 @@ pub(crate) mod payload;
 mod presence;
 pub mod relay;
 mod rooms;
+mod rpc;
 mod security;
 mod typing;
 
@@ -112,6 +113,7 @@ async fn admit_inner(
         identity,
         send_rate: Rate::new(limits.send_rate_per_sec, limits.send_burst),
         typing_rate: Rate::new(limits.typing_rate_per_sec, limits.typing_burst),
+        rpc_rate: rpc::rate(&app.settings),
         _slot: slot,
         _counted: handler::Counted::new(&app.metrics.sockets),
     }));
@@ -151,6 +153,7 @@ fn register_events(socket: &SocketRef) {
     handler::on(socket, "typing:stop", typing::stop);
     handler::on(socket, "room:typing", typing::list);
     handler::on(socket, "presence:get", presence::get);
+    handler::on(socket, "rpc:call", rpc::call);
     handler::on_unknown(socket);
 }
 
