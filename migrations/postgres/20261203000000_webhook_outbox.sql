@@ -151,10 +151,11 @@ BEGIN
      WHERE m.room_id = t.room_id AND m.user_id = t.user_id COLLATE "C";
     IF p_outbox THEN
         -- The event names its message, which the delivery reads: the row stays small and the
-        -- message's JSON is made by the same code as every other copy of it.
+        -- message's JSON is made by the same code as every other copy of it. A message has one
+        -- message.created, so the message's id (a UUIDv7, in batch order) is the event's id.
         v_ms := (extract(epoch FROM v_now) * 1000)::bigint;
         INSERT INTO webhook_outbox (id, type, message_id, created_at, due_at)
-        SELECT gen_random_uuid(), 'message.created', t.id, v_ms, v_ms FROM unnest(a_ids) AS t(id);
+        SELECT t.id, 'message.created', t.id, v_ms, v_ms FROM unnest(a_ids) AS t(id);
     END IF;
 END
 $fn$;

@@ -101,6 +101,7 @@ pub(super) fn in_order(mut events: Vec<OutboxEvent>) -> Vec<OutboxEvent> {
     events
 }
 
+/// SQLite's enqueue: one node, one clock.
 pub(super) const ENQUEUE: &str = "INSERT INTO webhook_outbox (id, type, data, created_at, due_at) \
      VALUES ($1, $2, $3, $4, $4)";
 
@@ -113,17 +114,22 @@ pub(super) mod postgres {
     use crate::storage::StorageError;
     use crate::storage::sql::{self, MSG_COLS, q};
 
+    /// On the database's clock, as message.created is, so that the events of one database
+    /// keep the order of their changes whatever the nodes' clocks say.
+    const ENQUEUE_PG: &str = "INSERT INTO webhook_outbox (id, type, data, created_at, due_at) \
+         SELECT $1, $2, $3, t.ms, t.ms \
+           FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms) t";
+
     pub async fn enqueue(
         conn: &mut PgConnection,
         entry: &OutboxEntry<'_>,
     ) -> Result<(), sqlx::Error> {
         let insert = q!(
             query,
-            ENQUEUE,
+            ENQUEUE_PG,
             Uuid::now_v7(),
             entry.kind(),
-            entry.data(),
-            now_ms()
+            entry.data()
         );
         insert.execute(conn).await?;
         Ok(())
@@ -229,17 +235,14 @@ pub(super) mod sqlite {
         if messages.is_empty() {
             return Ok(());
         }
-        let rows: Vec<[String; 2]> = messages
-            .iter()
-            .map(|m| {
-                let event = Uuid::now_v7().hyphenated().to_string();
-                [event, m.id.hyphenated().to_string()]
-            })
-            .collect();
-        let rows = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        // A message has one message.created, so its id (a UUIDv7) is the event's id, as on
+        // Postgres.
+        let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
         let sql = "INSERT INTO webhook_outbox (id, type, message_id, created_at, due_at) \
-                   SELECT value ->> 0, 'message.created', value ->> 1, $2, $2 FROM json_each($1)";
-        q!(query, sql, rows, now_ms()).execute(conn).await?;
+                   SELECT value, 'message.created', value, $2, $2 FROM json_each($1)";
+        q!(query, sql, json_ids(&ids), now_ms())
+            .execute(conn)
+            .await?;
         Ok(())
     }
 
