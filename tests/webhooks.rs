@@ -301,3 +301,85 @@ async fn three_nodes_deliver_each_event_once() {
     }
     support::drop_postgres_database(&database).await;
 }
+
+/// `user.online` once for the cluster-wide first socket, and `user.offline` once for the last,
+/// here sent by the node that reaps a killed node's users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_webhooks_follow_the_cluster_and_the_reaper() {
+    const JWT: &str = "hooks-presence-jwt-0123456789";
+    let receiver = Receiver::start().await;
+    let redis = RedisServer::start();
+    let (url, database) = support::fresh_postgres_database().await;
+    let prefix = unique("presence");
+    let (a_url, a_redis) = (
+        url.clone(),
+        RedisSettings {
+            url: Secret::new(redis.url()),
+            prefix: prefix.clone(),
+        },
+    );
+    let a = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.database_url = a_url;
+        s.node_id = "presence-a".to_owned();
+        s.redis = Some(a_redis);
+        s.jwt_secret = Secret::new(JWT);
+        s.dev_tokens = true;
+        s.node_timeout = std::time::Duration::from_secs(3);
+        s.api_key = Some(Secret::new(KEY));
+        hooks::configure(s, &receiver);
+    })
+    .await;
+    let mut env: HashMap<String, String> = hooks::env(&receiver).into_iter().collect();
+    for (k, v) in [
+        ("CONFAB_DATABASE_URL", url.as_str()),
+        ("CONFAB_REDIS_URL", &redis.url()),
+        ("CONFAB_REDIS_PREFIX", &prefix),
+        ("CONFAB_JWT_SECRET", JWT),
+        ("CONFAB_DEV_TOKENS", "true"),
+        ("CONFAB_NODE_TIMEOUT", "3"),
+    ] {
+        env.insert(k.to_owned(), v.to_owned());
+    }
+    let b = NodeProcess::start("presence-b", &env).await;
+    let alice = unique("alice");
+    let on_a = a.connect(&alice).await;
+    receiver
+        .wait_event("user.online", |d| d["userId"] == alice.as_str())
+        .await;
+    let on_b = TestClient::connect(&b.base, &a.token(&alice).await).await;
+    // B records her socket just after its `session`: wait for it, or closing A's socket could
+    // still be her last one.
+    let api = Api::new(&a.base, Some(KEY));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let path = format!("/api/v1/users/{alice}/presence");
+        let presence = api.call("GET", &path, None).await.body;
+        if presence["sockets"] == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{presence}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    on_a.close().await;
+    // Still online on B; then B dies without a word, and A reaps her.
+    b.kill().await;
+    drop(on_b);
+    receiver
+        .wait_event("user.offline", |d| d["userId"] == alice.as_str())
+        .await;
+    let events = receiver.events();
+    let of = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["type"] == kind && e["data"]["userId"] == alice.as_str())
+            .count()
+    };
+    assert_eq!(
+        (of("user.online"), of("user.offline")),
+        (1, 1),
+        "{events:#?}"
+    );
+    assert_eq!(receiver.bad_signatures(), 0);
+    a.stop().await;
+    support::drop_postgres_database(&database).await;
+}
