@@ -210,3 +210,64 @@ async fn a_dead_backend_opens_the_breaker() {
     alice.close().await;
     app.stop().await;
 }
+
+/// With tracing on, the forwarded call carries `traceparent`: the backend's work joins the trace
+/// of the client's `rpc:call`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traced_call_carries_its_traceparent() {
+    let otlp = support::otlp::OtlpReceiver::start().await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env: std::collections::HashMap<String, String> = [
+        (
+            "CONFAB_DATABASE_URL",
+            format!("sqlite://{}/confab.db", dir.path().display()),
+        ),
+        ("CONFAB_RPC_URL", receiver.rpc_url()),
+        ("CONFAB_WEBHOOK_SECRET", hooks::HOOK_SECRET.to_owned()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint.clone()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ("OTEL_TRACES_SAMPLER", "always_on".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let node = support::process::NodeProcess::start("rpc-traced", &env).await;
+    let token: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/dev/token", node.base))
+        .json(&json!({ "userId": "ann" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ann = support::TestClient::connect(&node.base, token["token"].as_str().unwrap()).await;
+    let reply = ann.ack("rpc:call", json!({ "method": "traced" })).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let calls = receiver.rpc_calls();
+    let traceparent = calls[0].0["traceparent"].to_str().unwrap().to_owned();
+    let trace_id = traceparent.split('-').nth(1).unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = otlp.spans().into_iter().any(|s| {
+            s.name == "rpc:call"
+                && s.trace_id
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    == trace_id
+        });
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rpc:call span in trace {trace_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(receiver.bad_signatures(), 0);
+    ann.close().await;
+    node.stop().await;
+}
