@@ -383,3 +383,64 @@ async fn presence_webhooks_follow_the_cluster_and_the_reaper() {
     a.stop().await;
     support::drop_postgres_database(&database).await;
 }
+
+/// A receiver that never answers 2xx: the event is retried until its time is up (one second
+/// here, 24 hours by default), then marked failed: counted in the stats and the metrics, and
+/// not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_retried_past_their_time_are_marked_failed() {
+    let receiver = Receiver::start().await;
+    receiver.refuse(usize::MAX);
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+        hooks::configure(s, &receiver);
+        if let Some(webhooks) = &mut s.hooks.webhooks {
+            webhooks.retry_for = std::time::Duration::from_secs(1);
+        }
+        s.api_key = Some(Secret::new(KEY));
+    })
+    .await;
+    let alice = app.connect(&unique("alice")).await;
+    alice.ok("room:create", json!({ "name": "doomed" })).await;
+    let api = Api::new(&app.base, Some(KEY));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let stats = api.call("GET", "/api/v1/stats", None).await.body["webhooks"].clone();
+        if stats["failed"] == 1 && stats["pending"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never marked failed: {stats}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(receiver.refused() >= 2, "it was retried before giving up");
+    let metrics = reqwest::get(format!("{}/metrics", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failed = metrics
+        .lines()
+        .find(|l| l.starts_with("confab_webhook_events_total") && l.contains("outcome=\"failed\""))
+        .unwrap_or_else(|| panic!("no failed counter in {metrics}"));
+    assert!(failed.ends_with(" 1"), "{failed}");
+    // Given up on: a receiver back up does not get it.
+    receiver.refuse(0);
+    let refused = receiver.refused();
+    alice.ok("room:create", json!({ "name": "later" })).await;
+    let later = receiver
+        .wait_event("room.created", |d| d["room"]["name"] == "later")
+        .await;
+    assert!(
+        receiver
+            .events()
+            .iter()
+            .all(|e| e["data"]["room"]["name"] != "doomed")
+    );
+    assert_eq!(receiver.refused(), refused);
+    assert!(later["id"].is_string());
+    alice.close().await;
+    app.stop().await;
+}

@@ -15,6 +15,8 @@ use super::webhooks::{Webhooks, WireEvent};
 use crate::storage::outbox::now_ms;
 use crate::storage::{OutboxEvent, Store};
 
+/// Pause after the outbox could not be read.
+const STORAGE_RETRY: Duration = Duration::from_secs(1);
 /// How often the backlog gauges are refreshed from the database.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -23,18 +25,15 @@ pub async fn run(hooks: Arc<Webhooks>, store: Arc<dyn Store>, stop: Cancellation
     let mut stats = tokio::time::interval(STATS_EVERY);
     stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let claimed = match deliver_once(&hooks, store.as_ref()).await {
-            Ok(claimed) => claimed,
+        let pause = match deliver_once(&hooks, store.as_ref()).await {
+            // A full batch means more is probably due: go on at once (still stoppable).
+            Ok(claimed) if claimed >= hooks.settings.batch => Duration::ZERO,
+            Ok(_) => hooks.settings.poll,
+            // The database is away: try again, but not at the polling rate.
             Err(e) => {
                 tracing::warn!(error = %e, "webhook outbox not read; retrying");
-                0
+                hooks.settings.poll.max(STORAGE_RETRY)
             }
-        };
-        // A full batch means more is probably due: go on at once (still stoppable).
-        let pause = if claimed >= hooks.settings.batch {
-            Duration::ZERO
-        } else {
-            hooks.settings.poll
         };
         tokio::select! {
             () = stop.cancelled() => return,

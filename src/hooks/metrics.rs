@@ -9,7 +9,8 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::metrics::OutcomeLabel;
 
 pub struct HookMetrics {
-    /// Webhook events by outcome: `delivered`, `retried` (an attempt failed), `failed` (given up).
+    /// Webhook events by outcome: `delivered`, `retried` (an attempt failed), `failed` (an outbox
+    /// event given up on), `dropped` (a presence event given up on).
     pub webhook_events: Family<OutcomeLabel, Counter>,
     /// Outbox events waiting for delivery, as last seen by this node.
     pub webhook_backlog: Gauge,
@@ -38,7 +39,7 @@ impl HookMetrics {
         };
         registry.register(
             "webhook_events",
-            "Webhook events by outcome (delivered, retried, failed)",
+            "Webhook events by outcome (delivered, retried, failed, dropped)",
             metrics.webhook_events.clone(),
         );
         registry.register(

@@ -118,7 +118,7 @@ impl Webhooks {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, kind = %event.kind, "presence webhook dropped");
-                        this.metrics.hooks.webhook("failed", 1);
+                        this.metrics.hooks.webhook("dropped", 1);
                     }
                 }
             }
