@@ -2,7 +2,7 @@
 --
 -- An event (message.created, room.created, member.joined, member.left) is inserted in the same
 -- transaction as the change it reports, when webhooks are configured, and delivered from here
--- by the nodes (src/hooks/outbox.rs): a node claims due rows for a lease (claimed_by,
+-- by the nodes (src/hooks/delivery.rs): a node claims due rows for a lease (claimed_by,
 -- lease_until; FOR UPDATE SKIP LOCKED, so nodes never wait on each other's claims), POSTs them,
 -- deletes them when the receiver answered 2xx, and otherwise moves due_at back (exponential
 -- backoff with jitter) until it gives up and sets failed_at. Times are unix milliseconds.

@@ -1,7 +1,7 @@
 -- Webhooks that are never lost: the transactional outbox (see the Postgres migration of the
 -- same name for the whole story). An event is inserted in the same transaction as the change
 -- it reports, when webhooks are configured, and delivered from here by the node
--- (src/hooks/outbox.rs). Times are unix milliseconds.
+-- (src/hooks/delivery.rs). Times are unix milliseconds.
 CREATE TABLE webhook_outbox (
     id          TEXT NOT NULL PRIMARY KEY,
     type        TEXT NOT NULL,

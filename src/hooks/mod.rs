@@ -2,7 +2,7 @@
 //! (`rpc:call`), both signed the same way (`signature.rs`).
 //!
 //! - Change events (message.created, room.created, member.joined, member.left) are written by
-//!   storage into an outbox table in the transaction of the change (`storage/outbox.rs`), and
+//!   storage into an outbox table in the transaction of the change (`storage/outbox/`), and
 //!   `delivery.rs` sends them from there: a crash between the change and its webhook loses
 //!   nothing.
 //! - Presence events (user.online, user.offline) are sent by the node that saw the cluster-wide

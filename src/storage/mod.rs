@@ -253,7 +253,7 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes idempotency keys created before `before_ms` (unix milliseconds); how many.
     async fn purge_idempotency(&self, before_ms: i64) -> Result<u64, StorageError>;
 
-    /// Claims up to `limit` due webhook events for `node` until `lease_until_ms` (`outbox.rs`),
+    /// Claims up to `limit` due webhook events for `node` until `lease_until_ms` (`outbox/`),
     /// in the order of their changes.
     async fn claim_outbox(
         &self,

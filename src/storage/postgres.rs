@@ -49,7 +49,7 @@ impl PostgresStore {
         })
     }
 
-    /// Writes webhook events with their changes (`outbox.rs`).
+    /// Writes webhook events with their changes (`outbox/`).
     pub fn with_outbox(mut self, on: bool) -> Self {
         self.outbox = on;
         self
