@@ -37,6 +37,7 @@ impl Application {
             &settings.database_url,
             settings.database_max_connections,
             settings.database_timeout,
+            settings.hooks.webhooks.is_some(),
         )
         .await
         .context("opening storage")?;
@@ -67,7 +68,10 @@ impl Application {
         }
         let (writes, _writer) =
             storage::WriteQueue::start(store.clone(), write, committed, metrics.clone());
+        let hooks = crate::hooks::Hooks::new(&settings.hooks, &metrics, &settings.node_id)
+            .context("building the webhook client")?;
         let state = AppState {
+            hooks,
             tokens: Arc::new(TokenKeys::new(&settings.jwt_secret)),
             metrics,
             connections: ConnectionLimiter::new(
@@ -165,6 +169,13 @@ impl Application {
             upkeep.clone(),
         ));
         tokio::spawn(http::api::purge_expired(state.clone(), background.clone()));
+        if let Some(webhooks) = state.hooks.webhooks.clone() {
+            tokio::spawn(crate::hooks::delivery::run(
+                webhooks,
+                state.store.clone(),
+                background.clone(),
+            ));
+        }
         let loads_task = tokio::spawn(http::ops::publish_loads(
             state.clone(),
             io.clone(),

@@ -200,12 +200,22 @@ pub struct Config {
     /// Burst of HTTP API calls per key allowed above the sustained rate, on each node.
     #[arg(long, env = "CONFAB_API_RATE_BURST", default_value_t = 2000)]
     pub api_rate_burst: u32,
+
+    /// Webhooks and forwarded calls (`hooks/config.rs`).
+    #[command(flatten)]
+    pub hooks: crate::hooks::HookArgs,
 }
 
 /// What `validate` found wrong; startup stops with this message.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
 
 /// The validated settings the node runs with.
 #[derive(Debug, Clone)]
@@ -241,6 +251,8 @@ pub struct Settings {
     /// Bearer key of the HTTP API allowing `GET` calls only. With neither key the API is off
     /// (404).
     pub api_read_key: Option<Secret>,
+    /// Webhooks and forwarded calls, each present when its URL is set.
+    pub hooks: crate::hooks::HookSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -376,7 +388,9 @@ impl Config {
         if self.api_rate_per_sec == 0 || self.api_rate_burst == 0 {
             return err("CONFAB_API_RATE_PER_SEC and CONFAB_API_RATE_BURST must be at least 1");
         }
+        let hooks = self.hooks.validate()?;
         Ok(Settings {
+            hooks,
             listen: self.listen,
             listen_backlog: self.listen_backlog,
             database_url: self.database_url,

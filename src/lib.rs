@@ -27,12 +27,18 @@
 //! posted message enters the write queue of step 3 with no sending socket, membership changes
 //! run `socket/membership.rs` (the code of `room:create`, `room:join` and `room:leave`), and
 //! notifications are adapter emits to `user:{id}` and `room:{uuid}` rooms.
+//!
+//! The other direction (`hooks/`): with webhooks on, the transaction of step 3 (and those of
+//! room and membership changes) also writes the change's event to an outbox table, which
+//! `hooks/delivery.rs` sends, signed (`hooks/signature.rs`), to the backend; `rpc:call`
+//! (`socket/rpc.rs`) forwards a client's call to the backend through `hooks/rpc.rs`.
 
 pub mod auth;
 pub mod backplane;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod hooks;
 pub mod http;
 pub mod limits;
 pub mod memory;

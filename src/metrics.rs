@@ -86,6 +86,8 @@ pub struct Metrics {
     pub api_requests: Family<ApiLabels, Counter>,
     /// Time to answer an HTTP API call, by route template.
     pub api_duration: Family<RouteLabel, Histogram>,
+    /// Webhooks and forwarded calls (`hooks/metrics.rs`).
+    pub hooks: crate::hooks::HookMetrics,
 }
 
 type EventSeries = std::sync::RwLock<
@@ -251,7 +253,9 @@ impl Metrics {
             "Tokio tasks alive in the process (flat under steady load, or something leaks)",
             runtime_tasks.clone(),
         );
+        let hooks = crate::hooks::HookMetrics::register(&mut registry);
         Self {
+            hooks,
             registry,
             runtime_tasks,
             backplane_published,

@@ -37,6 +37,8 @@ pub struct AppState {
     pub connections: ConnectionLimiter,
     /// Draining flag and in-flight work, for an orderly shutdown.
     pub lifecycle: Lifecycle,
+    /// Webhooks and forwarded calls, when configured.
+    pub hooks: crate::hooks::Hooks,
 }
 
 /// Tracks whether the node is draining and which client events are still being handled.

@@ -86,3 +86,24 @@ async fn asked_for_explicitly_dev_tokens_serve_beyond_loopback_with_a_loud_warni
     assert_eq!(response.status(), 200, "dev tokens are served as asked");
     child.kill().await.expect("stop the node");
 }
+
+#[tokio::test]
+async fn a_webhook_or_rpc_url_without_a_secret_stops_the_node_before_it_starts() {
+    for url in ["CONFAB_WEBHOOK_URL", "CONFAB_RPC_URL"] {
+        let dir = tempfile::tempdir().unwrap();
+        let output = tokio::time::timeout(
+            Duration::from_secs(20),
+            confab(&dir).env(url, "http://127.0.0.1:9/hook").output(),
+        )
+        .await
+        .expect("the refusal is immediate")
+        .expect("the binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{url}: {stderr}");
+        assert!(
+            stderr.contains("invalid configuration") && stderr.contains("CONFAB_WEBHOOK_SECRET"),
+            "{url}: {stderr}"
+        );
+        assert!(!dir.path().join("confab.db").exists(), "{url}");
+    }
+}

@@ -30,6 +30,8 @@ pub struct Session {
     pub send_rate: Rate,
     /// `typing:start`/`typing:stop` budget.
     pub typing_rate: Rate,
+    /// `rpc:call` budget.
+    pub rpc_rate: Rate,
     /// Held until the socket is gone, so the node's connection count stays exact.
     pub _slot: ConnectionSlot,
     /// Counts the socket in `confab_sockets` for exactly as long as the session lives, however

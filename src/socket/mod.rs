@@ -11,6 +11,7 @@ pub(crate) mod payload;
 mod presence;
 pub mod relay;
 mod rooms;
+mod rpc;
 mod security;
 mod typing;
 pub mod upgrade;
@@ -115,6 +116,7 @@ async fn admit_inner(
         peer,
         send_rate: Rate::new(limits.send_rate_per_sec, limits.send_burst),
         typing_rate: Rate::new(limits.typing_rate_per_sec, limits.typing_burst),
+        rpc_rate: rpc::rate(&app.settings),
         _slot: slot,
         _counted: handler::Counted::new(&app.metrics.sockets),
     }));
@@ -155,6 +157,7 @@ const EVENTS: &[&str] = &[
     "typing:stop",
     "room:typing",
     "presence:get",
+    "rpc:call",
 ];
 
 fn register_events(socket: &SocketRef) {
@@ -177,6 +180,7 @@ async fn dispatch(event: &'static str, ctx: Ctx, payload: Value) -> Outcome {
         "typing:stop" => typing::stop(ctx, payload).await,
         "room:typing" => typing::list(ctx, payload).await,
         "presence:get" => presence::get(ctx, payload).await,
+        "rpc:call" => rpc::call(ctx, payload).await,
         _ => Err(ChatError::bad_request("unknown event")),
     }
 }

@@ -219,6 +219,34 @@ pub fn presence(value: Value) -> Result<Vec<UserId>, ChatError> {
         .collect()
 }
 
+/// `rpc:call { method, data? }`.
+#[derive(Debug, PartialEq)]
+pub struct RpcCall {
+    pub method: String,
+    pub data: Value,
+}
+
+#[derive(Deserialize)]
+struct RpcCallRaw {
+    method: String,
+    #[serde(default)]
+    data: Value,
+}
+
+pub fn rpc_call(value: Value) -> Result<RpcCall, ChatError> {
+    let raw: RpcCallRaw = shape(value)?;
+    let valid = |c: char| c.is_ascii_alphanumeric() || "_.:-".contains(c);
+    if raw.method.is_empty() || raw.method.len() > 64 || !raw.method.chars().all(valid) {
+        return Err(ChatError::bad_request(
+            "method must be 1-64 characters of A-Z a-z 0-9 _ . : -",
+        ));
+    }
+    Ok(RpcCall {
+        method: raw.method,
+        data: raw.data,
+    })
+}
+
 /// `room:list` takes `{}`; a missing payload is the same.
 pub fn empty(value: Value) -> Result<(), ChatError> {
     match value {
@@ -393,6 +421,17 @@ mod tests {
         assert!(is_bad_request(presence(
             json!({"userIds": ["ok", "not ok"]})
         )));
+    }
+
+    #[test]
+    fn rpc_call_checks_the_method() {
+        let call = rpc_call(json!({"method": "orders.get:v1-x_y"})).unwrap();
+        assert_eq!(call.data, Value::Null);
+        assert!(is_bad_request(rpc_call(json!({"method": ""}))));
+        assert!(is_bad_request(rpc_call(json!({"method": "a b"}))));
+        assert!(is_bad_request(rpc_call(json!({"method": "x".repeat(65)}))));
+        assert!(is_bad_request(rpc_call(json!({"data": 1}))));
+        assert!(is_bad_request(rpc_call(json!("orders.get"))));
     }
 
     #[test]

@@ -88,6 +88,8 @@ async fn announce_from(
     let rooms = socket.rooms();
     let own = user.socket_room();
     if rooms.iter().any(|room| room.as_ref() == own.as_str()) {
+        // The webhook too comes from here, once: this node saw the cluster-wide change.
+        app.hooks.presence(user, status == "online");
         announce_to(io, user, status, rooms).await;
     } else {
         announce(app, io, user, status).await;
@@ -196,6 +198,7 @@ async fn resync_local_sockets(app: &AppState, io: &SocketIo) {
 /// Sends `presence:update` to every room of the user and to the user's own sockets, for a user
 /// with no local socket to learn the rooms from (reaped, or gone during an outage).
 async fn announce(app: &AppState, io: &SocketIo, user: &UserId, status: &str) {
+    app.hooks.presence(user, status == "online");
     let rooms = match app.store.room_ids_of(user).await {
         Ok(rooms) => rooms,
         Err(e) => {

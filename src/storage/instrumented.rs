@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::{
     Claimed, HistoryPage, HistoryQuery, IdempotencyClaim, IdempotencyRecord, NewMessage, NewRoom,
-    ReadMark, SeenUser, SendOutcome, StorageError, Store,
+    OutboxEvent, OutboxStats, ReadMark, SeenUser, SendOutcome, StorageError, Store,
 };
 use crate::domain::{RoomId, RoomKind, UserId};
 use crate::metrics::{Metrics, OpLabel};
@@ -181,6 +181,38 @@ impl Store for InstrumentedStore {
 
     async fn purge_idempotency(&self, before_ms: i64) -> Result<u64, StorageError> {
         self.observe("purge_idempotency", self.inner.purge_idempotency(before_ms))
+            .await
+    }
+
+    async fn claim_outbox(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StorageError> {
+        let claim = self.inner.claim_outbox(node, now_ms, lease_until_ms, limit);
+        self.observe("claim_outbox", claim).await
+    }
+
+    async fn outbox_delivered(&self, node: &str, ids: &[uuid::Uuid]) -> Result<(), StorageError> {
+        self.observe("outbox_delivered", self.inner.outbox_delivered(node, ids))
+            .await
+    }
+
+    async fn outbox_retry(
+        &self,
+        node: &str,
+        ids: &[uuid::Uuid],
+        due_ms: i64,
+        failed_ms: Option<i64>,
+    ) -> Result<(), StorageError> {
+        let retry = self.inner.outbox_retry(node, ids, due_ms, failed_ms);
+        self.observe("outbox_retry", retry).await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StorageError> {
+        self.observe("outbox_stats", self.inner.outbox_stats())
             .await
     }
 

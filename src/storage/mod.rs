@@ -10,6 +10,7 @@
 
 pub mod idempotency;
 mod instrumented;
+pub mod outbox;
 mod postgres;
 mod seen;
 mod sql;
@@ -26,6 +27,7 @@ use crate::model::{MemberRecord, Message, Room};
 
 pub use idempotency::{Claimed, IdempotencyClaim, IdempotencyRecord};
 pub use instrumented::InstrumentedStore;
+pub use outbox::{OutboxEvent, OutboxStats};
 pub use postgres::PostgresStore;
 pub use seen::SeenRecorder;
 pub use sqlite::SqliteStore;
@@ -251,21 +253,51 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes idempotency keys created before `before_ms` (unix milliseconds); how many.
     async fn purge_idempotency(&self, before_ms: i64) -> Result<u64, StorageError>;
 
+    /// Claims up to `limit` due webhook events for `node` until `lease_until_ms` (`outbox/`),
+    /// in the order of their changes.
+    async fn claim_outbox(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StorageError>;
+
+    /// Deletes delivered events that `node` still holds.
+    async fn outbox_delivered(&self, node: &str, ids: &[Uuid]) -> Result<(), StorageError>;
+
+    /// Releases events that `node` failed to deliver: due again at `due_ms`, or, with
+    /// `failed_ms`, given up on.
+    async fn outbox_retry(
+        &self,
+        node: &str,
+        ids: &[Uuid],
+        due_ms: i64,
+        failed_ms: Option<i64>,
+    ) -> Result<(), StorageError>;
+
+    /// Pending and failed webhook events.
+    async fn outbox_stats(&self) -> Result<OutboxStats, StorageError>;
+
     /// Closes the pool, waiting for in-flight queries.
     async fn close(&self);
 }
 
 /// Opens the backend named by the URL (`postgres://` or `sqlite://`) and applies its migrations.
+/// With `outbox`, changes write their webhook events in their own transactions; without it the
+/// write path does nothing extra.
 pub async fn connect(
     url: &str,
     max_connections: u32,
     acquire_timeout: std::time::Duration,
+    outbox: bool,
 ) -> Result<Arc<dyn Store>, StorageError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(
-            PostgresStore::connect(url, max_connections, acquire_timeout).await?,
-        ))
+        let store = PostgresStore::connect(url, max_connections, acquire_timeout).await?;
+        Ok(Arc::new(store.with_outbox(outbox)))
     } else {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+        Ok(Arc::new(
+            SqliteStore::connect(url).await?.with_outbox(outbox),
+        ))
     }
 }

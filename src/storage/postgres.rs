@@ -12,13 +12,17 @@ use uuid::Uuid;
 use super::sql::{self, Columns, q};
 use super::{
     Claimed, HistoryPage, HistoryQuery, IdempotencyClaim, IdempotencyRecord, NewMessage, NewRoom,
-    ReadMark, SeenUser, SendOutcome, Sent, StorageError, Store, idempotency,
+    OutboxEvent, OutboxStats, ReadMark, SeenUser, SendOutcome, Sent, StorageError, Store,
+    idempotency, outbox,
 };
 use crate::domain::{RoomId, RoomKind, RoomName, UserId};
 use crate::model::{MemberRecord, Room};
+use outbox::OutboxEntry;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Whether changes write their webhook events (webhooks are configured).
+    outbox: bool,
 }
 
 impl PostgresStore {
@@ -39,7 +43,16 @@ impl PostgresStore {
             .await?;
         // sqlx takes an advisory lock, so nodes starting together migrate once.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            outbox: false,
+        })
+    }
+
+    /// Writes webhook events with their changes (`outbox/`).
+    pub fn with_outbox(mut self, on: bool) -> Self {
+        self.outbox = on;
+        self
     }
 
     async fn room_by_id(&self, room: RoomId, viewer: &UserId) -> Result<Room, StorageError> {
@@ -141,6 +154,10 @@ impl Store for PostgresStore {
         let insert = q!(query, sql, id.0, name, kind, room.creator.as_str());
         insert.execute(&mut *tx).await?;
         insert_members(&mut tx, id.0, &ids).await?;
+        if self.outbox {
+            let created = sql::new_room(id, &room.name, room.kind, ids.len());
+            outbox::postgres::enqueue(&mut tx, &OutboxEntry::RoomCreated(&created)).await?;
+        }
         tx.commit().await?;
         self.room_by_id(id, &room.creator).await
     }
@@ -160,6 +177,10 @@ impl Store for PostgresStore {
         let created = insert.execute(&mut *tx).await?.rows_affected() == 1;
         let id = if created {
             insert_members(&mut tx, fresh.0, &pair).await?;
+            if self.outbox {
+                let room = sql::new_room(fresh, &name, RoomKind::Direct, 2);
+                outbox::postgres::enqueue(&mut tx, &OutboxEntry::RoomCreated(&room)).await?;
+            }
             fresh
         } else {
             let sql = "SELECT id FROM rooms WHERE direct_key = $1";
@@ -212,13 +233,33 @@ impl Store for PostgresStore {
         {
             return Err(StorageError::RoomNotFound);
         }
+        if added && self.outbox {
+            let joined = OutboxEntry::MemberJoined {
+                room: room.0,
+                user: user.as_str(),
+            };
+            outbox::postgres::enqueue(&mut tx, &joined).await?;
+        }
         tx.commit().await?;
         Ok(added)
     }
 
     async fn remove_member(&self, room: RoomId, user: &UserId) -> Result<bool, StorageError> {
         let delete = q!(query, sql::REMOVE_MEMBER, room.0, user.as_str());
-        Ok(delete.execute(&self.pool).await?.rows_affected() > 0)
+        if !self.outbox {
+            return Ok(delete.execute(&self.pool).await?.rows_affected() > 0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let removed = delete.execute(&mut *tx).await?.rows_affected() > 0;
+        if removed {
+            let left = OutboxEntry::MemberLeft {
+                room: room.0,
+                user: user.as_str(),
+            };
+            outbox::postgres::enqueue(&mut tx, &left).await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
     }
 
     async fn rooms_of(&self, user: &UserId) -> Result<Vec<Room>, StorageError> {
@@ -256,9 +297,18 @@ impl Store for PostgresStore {
             .collect();
         let reply_to: Vec<Option<Uuid>> = batch.iter().map(|m| m.reply_to).collect();
         // One round trip, one transaction (autocommit): see the function's comments.
-        let sql = "SELECT * FROM confab_send_batch($1, $2, $3, $4, $5, $6, $7)";
+        let sql = "SELECT * FROM confab_send_batch($1, $2, $3, $4, $5, $6, $7, $8)";
         let call = q!(
-            query, sql, ids, rooms, users, names, texts, client_ids, reply_to
+            query,
+            sql,
+            ids,
+            rooms,
+            users,
+            names,
+            texts,
+            client_ids,
+            reply_to,
+            self.outbox
         );
         let rows = call.fetch_all(&self.pool).await?;
         if rows.len() != batch.len() {
@@ -335,6 +385,34 @@ impl Store for PostgresStore {
 
     async fn purge_idempotency(&self, before_ms: i64) -> Result<u64, StorageError> {
         idempotency::postgres::purge(&self.pool, before_ms).await
+    }
+
+    async fn claim_outbox(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StorageError> {
+        outbox::postgres::claim(&self.pool, node, now_ms, lease_until_ms, limit).await
+    }
+
+    async fn outbox_delivered(&self, node: &str, ids: &[Uuid]) -> Result<(), StorageError> {
+        outbox::postgres::delivered(&self.pool, node, ids).await
+    }
+
+    async fn outbox_retry(
+        &self,
+        node: &str,
+        ids: &[Uuid],
+        due_ms: i64,
+        failed_ms: Option<i64>,
+    ) -> Result<(), StorageError> {
+        outbox::postgres::retry(&self.pool, node, ids, due_ms, failed_ms).await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StorageError> {
+        outbox::postgres::stats(&self.pool).await
     }
 
     async fn close(&self) {

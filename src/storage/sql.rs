@@ -181,3 +181,22 @@ pub(super) fn resolve_repeats(
 pub(super) fn same_send(a: &NewMessage, b: &NewMessage) -> bool {
     a.client_id.is_some() && a.room == b.room && a.user == b.user && a.client_id == b.client_id
 }
+
+/// A room just created, as its creator sees it: what `room.created` carries, known inside the
+/// creating transaction without reading it back.
+pub(super) fn new_room(
+    id: RoomId,
+    name: &crate::domain::RoomName,
+    kind: RoomKind,
+    members: usize,
+) -> Room {
+    Room {
+        id,
+        name: name.as_str().to_owned(),
+        kind,
+        member_count: members as i64,
+        last_seq: 0,
+        unread: 0,
+        last_message: None,
+    }
+}

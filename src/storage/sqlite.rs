@@ -18,14 +18,18 @@ use uuid::{Uuid, fmt::Hyphenated};
 use super::sql::{self, Columns, q};
 use super::{
     Claimed, HistoryPage, HistoryQuery, IdempotencyClaim, IdempotencyRecord, NewMessage, NewRoom,
-    ReadMark, SeenUser, SendOutcome, Sent, StorageError, Store, idempotency,
+    OutboxEvent, OutboxStats, ReadMark, SeenUser, SendOutcome, Sent, StorageError, Store,
+    idempotency, outbox,
 };
 use crate::domain::{RoomId, RoomKind, RoomName, UserId};
 use crate::model::{MemberRecord, Message, Room};
+use outbox::OutboxEntry;
 
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Whether changes write their webhook events (webhooks are configured).
+    outbox: bool,
 }
 
 impl SqliteStore {
@@ -61,7 +65,17 @@ impl SqliteStore {
             let readers = SqlitePoolOptions::new().max_connections(8);
             readers.connect_with(base.read_only(true)).await?
         };
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            outbox: false,
+        })
+    }
+
+    /// Writes webhook events with their changes (`outbox/`).
+    pub fn with_outbox(mut self, on: bool) -> Self {
+        self.outbox = on;
+        self
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
@@ -327,6 +341,10 @@ impl Store for SqliteStore {
         );
         insert.execute(&mut *tx).await?;
         insert_members(&mut tx, id.0, &ids).await?;
+        if self.outbox {
+            let created = sql::new_room(id, &room.name, room.kind, ids.len());
+            outbox::sqlite::enqueue(&mut tx, &OutboxEntry::RoomCreated(&created)).await?;
+        }
         tx.commit().await?;
         self.room_by_id(id, creator).await
     }
@@ -352,6 +370,10 @@ impl Store for SqliteStore {
         let created = insert.execute(&mut *tx).await?.rows_affected() == 1;
         let id = if created {
             insert_members(&mut tx, fresh.0, &pair).await?;
+            if self.outbox {
+                let room = sql::new_room(fresh, &name, RoomKind::Direct, 2);
+                outbox::sqlite::enqueue(&mut tx, &OutboxEntry::RoomCreated(&room)).await?;
+            }
             fresh
         } else {
             let sql = "SELECT id FROM rooms WHERE direct_key = $1";
@@ -410,6 +432,13 @@ impl Store for SqliteStore {
         if !added && !exists.fetch_one(&mut *tx).await? {
             return Err(StorageError::RoomNotFound);
         }
+        if added && self.outbox {
+            let joined = OutboxEntry::MemberJoined {
+                room: room.0,
+                user: user.as_str(),
+            };
+            outbox::sqlite::enqueue(&mut tx, &joined).await?;
+        }
         tx.commit().await?;
         Ok(added)
     }
@@ -421,7 +450,20 @@ impl Store for SqliteStore {
             room.0.hyphenated(),
             user.as_str()
         );
-        Ok(delete.execute(&self.writer).await?.rows_affected() > 0)
+        if !self.outbox {
+            return Ok(delete.execute(&self.writer).await?.rows_affected() > 0);
+        }
+        let mut tx = self.begin().await?;
+        let removed = delete.execute(&mut *tx).await?.rows_affected() > 0;
+        if removed {
+            let left = OutboxEntry::MemberLeft {
+                room: room.0,
+                user: user.as_str(),
+            };
+            outbox::sqlite::enqueue(&mut tx, &left).await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
     }
 
     async fn rooms_of(&self, user: &UserId) -> Result<Vec<Room>, StorageError> {
@@ -476,6 +518,9 @@ impl Store for SqliteStore {
             outcomes.push(classify(row, msg, repeat, &mut accepted)?);
         }
         accepted.write(&mut tx).await?;
+        if self.outbox {
+            outbox::sqlite::enqueue_messages(&mut tx, &accepted.messages).await?;
+        }
         tx.commit().await?;
         Ok(sql::resolve_repeats(batch, outcomes))
     }
@@ -553,6 +598,36 @@ impl Store for SqliteStore {
 
     async fn purge_idempotency(&self, before_ms: i64) -> Result<u64, StorageError> {
         idempotency::sqlite::purge(&self.writer, before_ms).await
+    }
+
+    // Claims and their releases write, so they go on the writer.
+    async fn claim_outbox(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StorageError> {
+        let (writer, reader) = (&self.writer, &self.reader);
+        outbox::sqlite::claim(writer, reader, node, now_ms, lease_until_ms, limit).await
+    }
+
+    async fn outbox_delivered(&self, node: &str, ids: &[Uuid]) -> Result<(), StorageError> {
+        outbox::sqlite::delivered(&self.writer, node, ids).await
+    }
+
+    async fn outbox_retry(
+        &self,
+        node: &str,
+        ids: &[Uuid],
+        due_ms: i64,
+        failed_ms: Option<i64>,
+    ) -> Result<(), StorageError> {
+        outbox::sqlite::retry(&self.writer, node, ids, due_ms, failed_ms).await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StorageError> {
+        outbox::sqlite::stats(&self.reader).await
     }
 
     async fn close(&self) {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod hooks;
 pub mod otlp;
 pub mod postgres;
 pub mod process;

@@ -72,6 +72,12 @@ impl NodeProcess {
         self.output.lock().unwrap().join("\n")
     }
 
+    /// SIGKILL: the node dies without a word (no drain, no goodbye), and this waits until it
+    /// is gone.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// SIGTERM, then waits for the drain to finish.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::backplane::{BackplaneError, NodeStats};
 use crate::error::ChatError;
@@ -105,9 +105,23 @@ pub(super) fn totals(nodes: &[NodeStats], users_online: u64, rooms: Option<u64>)
     }
 }
 
+/// The webhook outbox, cluster-wide (it is one table): `{ pending, failed, oldestPendingAt }`,
+/// or null when webhooks are off.
+pub(super) async fn webhooks(app: &AppState) -> Result<Value, crate::storage::StorageError> {
+    if app.hooks.webhooks.is_none() {
+        return Ok(Value::Null);
+    }
+    let stats = app.store.outbox_stats().await?;
+    let oldest = stats
+        .oldest_pending_ms
+        .and_then(chrono::DateTime::<Utc>::from_timestamp_millis);
+    Ok(json!({ "pending": stats.pending, "failed": stats.failed, "oldestPendingAt": oldest }))
+}
+
 #[utoipa::path(get, path = "/api/v1/stats", tag = "operations",
     responses((status = 200, description = "Every live node with its load, and the totals: \
-        `{ generatedAt, answeredBy, totals: { nodes, connections, sockets, usersOnline, rooms }, nodes }`",
+        `{ generatedAt, answeredBy, totals: { nodes, connections, sockets, usersOnline, rooms }, nodes, \
+        webhooks: { pending, failed, oldestPendingAt } | null }`",
         body = Object)))]
 pub(crate) async fn stats(State(app): State<AppState>) -> Response {
     let nodes = match app.backplane.loads.nodes().await {
@@ -122,11 +136,16 @@ pub(crate) async fn stats(State(app): State<AppState>) -> Response {
         Ok(n) => n,
         Err(e) => return unavailable("storage", &e),
     };
+    let webhooks = match webhooks(&app).await {
+        Ok(webhooks) => webhooks,
+        Err(e) => return unavailable("storage", &e),
+    };
     Json(json!({
         "generatedAt": Utc::now(),
         "answeredBy": app.settings.node_id,
         "totals": totals(&nodes, users_online, Some(rooms)),
         "nodes": nodes,
+        "webhooks": webhooks,
     }))
     .into_response()
 }

@@ -48,6 +48,8 @@ struct Snapshot {
     backplane_lag_ms: Option<f64>,
     redis_rtt_ms: Option<f64>,
     security: Vec<SecurityEvent>,
+    /// The webhook outbox (`{ pending, failed, oldestPendingAt }`), null when webhooks are off.
+    webhooks: serde_json::Value,
     /// What could not be read this time (the rest of the snapshot is still right).
     problems: Vec<String>,
 }
@@ -113,6 +115,14 @@ impl Watcher {
             }
         }
 
+        let webhooks = match super::webhooks(&self.app).await {
+            Ok(webhooks) => webhooks,
+            Err(_) => {
+                problems.push("storage unavailable: webhook backlog not read".to_owned());
+                serde_json::Value::Null
+            }
+        };
+
         let mut views = Vec::with_capacity(nodes.len());
         let mut previous = HashMap::with_capacity(nodes.len());
         for stats in nodes {
@@ -146,6 +156,7 @@ impl Watcher {
             nodes: views,
             rates,
             security,
+            webhooks,
             problems,
         }
     }
