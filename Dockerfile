@@ -23,6 +23,7 @@ WORKDIR /build
 # ---- planner: a recipe of the dependency graph (changes only when Cargo.toml/Cargo.lock do) ----
 FROM chef AS planner
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY vendor ./vendor
 COPY src ./src
 COPY migrations ./migrations
 COPY static ./static
@@ -31,7 +32,14 @@ RUN cargo chef prepare --recipe-path recipe.json
 # ---- builder: cook the dependencies (cached layer), then build confab --------------------------
 FROM chef AS builder
 COPY --from=planner /build/recipe.json recipe.json
-RUN cargo chef cook --release --locked --bin confab --recipe-path recipe.json
+# cargo-chef stubs out every local crate, the patched engineioxide (vendor/, PATCHED.md) too
+# (cargo-chef#64): lay out the skeleton only, put the real patched crate back, then build the
+# dependencies in this cached layer.
+RUN cargo chef cook --release --locked --bin confab --recipe-path recipe.json --no-build
+COPY vendor ./vendor
+# (What `cook` does, by hand: build everything, then forget confab's stub so the real sources
+# below are compiled.)
+RUN cargo build --release --locked --bin confab && cargo clean --release -p confab
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY migrations ./migrations
