@@ -309,12 +309,7 @@ async fn overload_is_refused_at_once_and_nothing_refused_is_stored() {
         stored,
         "refused sends are not stored"
     );
-    let metrics = reqwest::get(format!("{}/metrics", app.base))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = scrape(&app).await;
     let counted: f64 = metrics
         .lines()
         .find(|l| l.starts_with("confab_write_refused_total{"))
@@ -327,14 +322,19 @@ async fn overload_is_refused_at_once_and_nothing_refused_is_stored() {
     app.stop().await;
 }
 
-/// How many storage calls of each operation this node made so far, from its own metrics.
-async fn storage_calls(app: &TestApp) -> std::collections::BTreeMap<String, u64> {
-    let text = reqwest::get(format!("{}/metrics", app.base))
+/// The node's metrics, as text.
+async fn scrape(app: &TestApp) -> String {
+    reqwest::get(format!("{}/metrics", app.base))
         .await
         .expect("scrape")
         .text()
         .await
-        .expect("metrics text");
+        .expect("metrics text")
+}
+
+/// How many storage calls of each operation this node made so far, from its own metrics.
+async fn storage_calls(app: &TestApp) -> std::collections::BTreeMap<String, u64> {
+    let text = scrape(app).await;
     text.lines()
         .filter(|l| l.starts_with("confab_storage_duration_seconds_count{"))
         .filter_map(|l| {
@@ -407,12 +407,7 @@ both_backends!(members_cost_no_membership_queries);
 
 /// The count and sum of the node's write batches so far (`confab_write_batch_messages`).
 async fn write_batches(app: &TestApp) -> (u64, u64) {
-    let text = reqwest::get(format!("{}/metrics", app.base))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = scrape(app).await;
     let value = |name: &str| -> u64 {
         text.lines()
             .find(|l| l.starts_with(name))
