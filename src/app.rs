@@ -16,7 +16,7 @@ use tower::util::MapRequestLayer;
 use crate::auth::TokenKeys;
 use crate::backplane::{Adapter, Backplane, BackplaneDriver, ReconnectingDriver, RedisOptions};
 use crate::config::Settings;
-use crate::limits::ConnectionLimiter;
+use crate::limits::{AdmissionGate, ConnectionLimiter};
 use crate::metrics::Metrics;
 use crate::state::{AppState, Lifecycle};
 use crate::{http, socket, storage};
@@ -78,6 +78,7 @@ impl Application {
                 limits.max_connections,
                 limits.max_connections_per_ip,
             ),
+            admissions: AdmissionGate::new(limits.max_pending_admissions),
             lifecycle: Lifecycle::default(),
             store,
             writes,

@@ -144,6 +144,12 @@ pub struct Config {
     #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
 
+    /// Connections between the token check and `session` (waiting on the read of the user's
+    /// rooms) before further ones are shed with `server busy`: when storage slows down, a
+    /// reconnect storm is answered at once instead of queueing sockets until they time out.
+    #[arg(long, env = "CONFAB_MAX_PENDING_ADMISSIONS", default_value_t = 512)]
+    pub max_pending_admissions: usize,
+
     /// Largest Socket.IO packet accepted, in bytes.
     #[arg(long, env = "CONFAB_MAX_PAYLOAD_BYTES", default_value_t = 65_536)]
     pub max_payload_bytes: u64,
@@ -268,6 +274,8 @@ pub struct Limits {
     pub max_message_chars: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Connections allowed to wait on storage during admission at once.
+    pub max_pending_admissions: usize,
     pub max_payload_bytes: u64,
     /// Initial websocket read buffer of each socket.
     pub ws_read_buffer_bytes: usize,
@@ -316,6 +324,9 @@ impl Config {
         }
         if self.max_payload_bytes < 1024 {
             return err("CONFAB_MAX_PAYLOAD_BYTES must be at least 1024");
+        }
+        if !(1..=1_000_000).contains(&self.max_pending_admissions) {
+            return err("CONFAB_MAX_PENDING_ADMISSIONS must be 1-1000000");
         }
         if !(256..=1024 * 1024).contains(&self.ws_read_buffer_bytes) {
             return err("CONFAB_WS_READ_BUFFER_BYTES must be 256-1048576");
@@ -419,6 +430,7 @@ impl Config {
                 max_message_chars: self.max_message_chars,
                 max_connections: self.max_connections,
                 max_connections_per_ip: self.max_connections_per_ip,
+                max_pending_admissions: self.max_pending_admissions,
                 max_payload_bytes: self.max_payload_bytes,
                 ws_read_buffer_bytes: self.ws_read_buffer_bytes,
                 send_rate_per_sec: self.send_rate_per_sec,

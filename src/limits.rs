@@ -74,6 +74,7 @@ impl ConnectionLimiter {
             *used -= 1;
             if *used == 0 {
                 counts.per_ip.remove(&ip);
+                crate::memory::shrink_when_sparse(&mut counts.per_ip);
             }
         }
     }
@@ -88,6 +89,23 @@ pub struct ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.limiter.release(self.ip);
+    }
+}
+
+/// Bounds the connections waiting on storage between the token check and `session`: past the
+/// bound a connection is shed at once (`server busy`) instead of queueing behind a slow database
+/// until the client's own timeout fires and it retries into the same queue.
+#[derive(Clone)]
+pub struct AdmissionGate(Arc<tokio::sync::Semaphore>);
+
+impl AdmissionGate {
+    pub fn new(max_pending: usize) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(max_pending)))
+    }
+
+    /// A place among the pending admissions, or `None` when all are taken.
+    pub fn try_enter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
     }
 }
 
@@ -135,6 +153,16 @@ mod tests {
         );
         assert!(limiter.try_acquire(Some(two)).is_ok());
         assert_eq!(limiter.in_use(), 1);
+    }
+
+    #[test]
+    fn the_gate_sheds_past_its_bound_and_reopens_when_one_is_done() {
+        let gate = AdmissionGate::new(2);
+        let first = gate.try_enter().expect("first place");
+        let _second = gate.try_enter().expect("second place");
+        assert!(gate.try_enter().is_none());
+        drop(first);
+        assert!(gate.try_enter().is_some());
     }
 
     #[test]

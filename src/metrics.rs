@@ -42,7 +42,7 @@ pub struct Metrics {
     registry: Registry,
     /// Socket.IO sockets connected to this node now.
     pub sockets: Gauge,
-    /// Connection attempts by outcome (`accepted`, `unauthorized`, `capacity`, `per_ip`, `draining`).
+    /// Connection attempts by outcome (`accepted`, `unauthorized`, `capacity`, `per_ip`, `draining`, `busy`).
     pub connections: Family<OutcomeLabel, Counter>,
     /// Client events handled, by event name and reply code (`ok` or an error code).
     pub events: Family<EventLabels, Counter>,

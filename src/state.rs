@@ -9,7 +9,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use crate::auth::TokenKeys;
 use crate::backplane::{Backplane, BackplaneDriver};
 use crate::config::Settings;
-use crate::limits::ConnectionLimiter;
+use crate::limits::{AdmissionGate, ConnectionLimiter};
 use crate::metrics::Metrics;
 use crate::socket::Origin;
 use crate::storage::{SeenRecorder, Store, WriteQueue};
@@ -35,6 +35,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Connection slots of this node.
     pub connections: ConnectionLimiter,
+    /// Connections waiting on storage during admission.
+    pub admissions: AdmissionGate,
     /// Draining flag and in-flight work, for an orderly shutdown.
     pub lifecycle: Lifecycle,
     /// Webhooks and forwarded calls, when configured.

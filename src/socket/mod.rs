@@ -45,6 +45,9 @@ pub enum ConnectRefusal {
     Unauthorized,
     #[error("unavailable")]
     Draining,
+    /// Too many connections already wait on storage (`CONFAB_MAX_PENDING_ADMISSIONS`).
+    #[error("server busy")]
+    Busy,
 }
 
 /// Registers the default namespace.
@@ -67,6 +70,7 @@ async fn admit(
         Err(ConnectRefusal::Capacity) => "capacity",
         Err(ConnectRefusal::Unauthorized) => "unauthorized",
         Err(ConnectRefusal::Draining) => "draining",
+        Err(ConnectRefusal::Busy) => "busy",
     };
     app.metrics.connection(label);
     outcome
@@ -100,8 +104,13 @@ async fn admit_inner(
         ConnectRefusal::Unauthorized
     })?;
     // The one storage call of a connect: the user's rooms, so that no event is missed. The
-    // user's name and last-seen time are written later, in batches.
+    // user's name and last-seen time are written later, in batches. Only so many wait on it.
+    let Some(pending) = app.admissions.try_enter() else {
+        tracing::warn!(peer = ?peer, "connection refused: too many admissions pending");
+        return Err(ConnectRefusal::Busy);
+    };
     let rooms = app.store.room_ids_of(&identity.user_id).await;
+    drop(pending);
     let rooms = rooms.map_err(|e| {
         tracing::error!(user = %identity.user_id, error = %e, "connection refused: storage");
         ConnectRefusal::Draining

@@ -41,6 +41,7 @@ impl Presence for LocalPresence {
         let last = sockets.remove(socket) && sockets.is_empty();
         if sockets.is_empty() {
             all.remove(user);
+            crate::memory::shrink_when_sparse(&mut all);
         }
         Ok(last)
     }
