@@ -77,7 +77,17 @@ impl<H: EngineIoHandler> EngineIo<H> {
     /// It should be the only way to close a session and to remove a socket from the socket map.
     #[cfg_attr(feature = "tracing", tracing::instrument(skip(self)))]
     pub fn close_session(&self, sid: Sid, reason: DisconnectReason) {
-        let socket = { self.sockets.write().unwrap().remove(&sid) };
+        let socket = {
+            let mut sockets = self.sockets.write().unwrap();
+            let socket = sockets.remove(&sid);
+            // PATCHED (confab): after a wave of closes, give back the table of the peak (a
+            // quarter full, shrunk to twice its length so churn at one size never reallocates).
+            if sockets.capacity() > 64 && sockets.len() < sockets.capacity() / 4 {
+                let len = sockets.len();
+                sockets.shrink_to(len * 2);
+            }
+            socket
+        };
         let Some(socket) = socket else {
             #[cfg(feature = "tracing")]
             tracing::debug!(
