@@ -78,7 +78,7 @@ impl Application {
                 limits.max_connections,
                 limits.max_connections_per_ip,
             ),
-            admissions: AdmissionGate::new(limits.max_pending_admissions),
+            admissions: AdmissionGate::new(limits.max_pending_admissions, limits.admission_wait),
             lifecycle: Lifecycle::default(),
             store,
             writes,

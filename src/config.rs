@@ -144,11 +144,16 @@ pub struct Config {
     #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
 
-    /// Connections between the token check and `session` (waiting on the read of the user's
-    /// rooms) before further ones are shed with `server busy`: when storage slows down, a
-    /// reconnect storm is answered at once instead of queueing sockets until they time out.
+    /// Connections reading their rooms from storage at once during admission; the others wait
+    /// their turn for at most `CONFAB_ADMISSION_WAIT_MS`, then are shed with `server busy`: a
+    /// reconnect storm against slow storage is answered in bounded time instead of queueing
+    /// sockets until the clients' own timeouts fire.
     #[arg(long, env = "CONFAB_MAX_PENDING_ADMISSIONS", default_value_t = 512)]
     pub max_pending_admissions: usize,
+
+    /// How long a connection waits for its turn to read its rooms before `server busy`.
+    #[arg(long, env = "CONFAB_ADMISSION_WAIT_MS", default_value_t = 5000)]
+    pub admission_wait_ms: u64,
 
     /// Largest Socket.IO packet accepted, in bytes.
     #[arg(long, env = "CONFAB_MAX_PAYLOAD_BYTES", default_value_t = 65_536)]
@@ -274,8 +279,10 @@ pub struct Limits {
     pub max_message_chars: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
-    /// Connections allowed to wait on storage during admission at once.
+    /// Connections reading their rooms from storage at once during admission.
     pub max_pending_admissions: usize,
+    /// How long a connection waits for that turn before it is shed.
+    pub admission_wait: Duration,
     pub max_payload_bytes: u64,
     /// Initial websocket read buffer of each socket.
     pub ws_read_buffer_bytes: usize,
@@ -327,6 +334,9 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.max_pending_admissions) {
             return err("CONFAB_MAX_PENDING_ADMISSIONS must be 1-1000000");
+        }
+        if !(1..=60_000).contains(&self.admission_wait_ms) {
+            return err("CONFAB_ADMISSION_WAIT_MS must be 1-60000");
         }
         if !(256..=1024 * 1024).contains(&self.ws_read_buffer_bytes) {
             return err("CONFAB_WS_READ_BUFFER_BYTES must be 256-1048576");
@@ -431,6 +441,7 @@ impl Config {
                 max_connections: self.max_connections,
                 max_connections_per_ip: self.max_connections_per_ip,
                 max_pending_admissions: self.max_pending_admissions,
+                admission_wait: Duration::from_millis(self.admission_wait_ms),
                 max_payload_bytes: self.max_payload_bytes,
                 ws_read_buffer_bytes: self.ws_read_buffer_bytes,
                 send_rate_per_sec: self.send_rate_per_sec,

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
@@ -92,20 +93,28 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Bounds the connections waiting on storage between the token check and `session`: past the
-/// bound a connection is shed at once (`server busy`) instead of queueing behind a slow database
-/// until the client's own timeout fires and it retries into the same queue.
+/// Bounds the connections reading storage between the token check and `session`, and how long
+/// the rest wait their turn: past that wait a connection is shed (`server busy`) instead of
+/// queueing behind a slow database until the client's own timeout fires and it retries into the
+/// same queue. How many can wait is already bounded by the connection slots they hold.
 #[derive(Clone)]
-pub struct AdmissionGate(Arc<tokio::sync::Semaphore>);
+pub struct AdmissionGate {
+    turns: Arc<tokio::sync::Semaphore>,
+    wait: Duration,
+}
 
 impl AdmissionGate {
-    pub fn new(max_pending: usize) -> Self {
-        Self(Arc::new(tokio::sync::Semaphore::new(max_pending)))
+    pub fn new(at_once: usize, wait: Duration) -> Self {
+        Self {
+            turns: Arc::new(tokio::sync::Semaphore::new(at_once)),
+            wait,
+        }
     }
 
-    /// A place among the pending admissions, or `None` when all are taken.
-    pub fn try_enter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.0.clone().try_acquire_owned().ok()
+    /// A turn to read storage, or `None` when none came within the wait.
+    pub async fn enter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let turn = self.turns.clone().acquire_owned();
+        tokio::time::timeout(self.wait, turn).await.ok()?.ok()
     }
 }
 
@@ -155,14 +164,22 @@ mod tests {
         assert_eq!(limiter.in_use(), 1);
     }
 
-    #[test]
-    fn the_gate_sheds_past_its_bound_and_reopens_when_one_is_done() {
-        let gate = AdmissionGate::new(2);
-        let first = gate.try_enter().expect("first place");
-        let _second = gate.try_enter().expect("second place");
-        assert!(gate.try_enter().is_none());
+    #[tokio::test]
+    async fn the_gate_sheds_after_its_wait_and_gives_a_freed_turn_to_a_waiter() {
+        let wait = Duration::from_millis(200);
+        let gate = AdmissionGate::new(2, wait);
+        let first = gate.enter().await.expect("first turn");
+        let _second = gate.enter().await.expect("second turn");
+        let started = tokio::time::Instant::now();
+        assert!(gate.enter().await.is_none(), "no turn frees up");
+        assert!(started.elapsed() >= wait, "shed only after the wait");
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.enter().await.is_some() }
+        });
+        tokio::time::sleep(wait / 4).await;
         drop(first);
-        assert!(gate.try_enter().is_some());
+        assert!(waiter.await.unwrap(), "a freed turn goes to the waiter");
     }
 
     #[test]

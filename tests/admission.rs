@@ -1,6 +1,6 @@
-//! Admission under a stalled database: the connections waiting on the read of their rooms are
-//! bounded, the next one is shed at once with `server busy`, and the waiting one is admitted
-//! when the database answers.
+//! Admission under a stalled database: the connections reading their rooms are bounded, the
+//! next one is shed with `server busy` once its wait for a turn is over, and the one reading is
+//! admitted when the database answers.
 
 mod support;
 
@@ -76,6 +76,7 @@ async fn a_stalled_database_sheds_extra_admissions_at_once_and_admits_the_waitin
     let seen_url = url.clone();
     let app = TestApp::spawn_with(Backend::Postgres, move |s| {
         s.limits.max_pending_admissions = 1;
+        s.limits.admission_wait = Duration::from_millis(300);
         *seen_url.lock().unwrap() = s.database_url.clone();
     })
     .await;

@@ -45,7 +45,7 @@ pub enum ConnectRefusal {
     Unauthorized,
     #[error("unavailable")]
     Draining,
-    /// Too many connections already wait on storage (`CONFAB_MAX_PENDING_ADMISSIONS`).
+    /// No turn to read storage came within `CONFAB_ADMISSION_WAIT_MS`.
     #[error("server busy")]
     Busy,
 }
@@ -104,9 +104,10 @@ async fn admit_inner(
         ConnectRefusal::Unauthorized
     })?;
     // The one storage call of a connect: the user's rooms, so that no event is missed. The
-    // user's name and last-seen time are written later, in batches. Only so many wait on it.
-    let Some(pending) = app.admissions.try_enter() else {
-        tracing::warn!(peer = ?peer, "connection refused: too many admissions pending");
+    // user's name and last-seen time are written later, in batches. Only so many read at once,
+    // and the rest wait their turn for a bounded time.
+    let Some(pending) = app.admissions.enter().await else {
+        tracing::warn!(peer = ?peer, "connection refused: no admission turn in time");
         return Err(ConnectRefusal::Busy);
     };
     let rooms = app.store.room_ids_of(&identity.user_id).await;
