@@ -125,12 +125,7 @@ async fn a_stalled_database_sheds_extra_admissions_at_once_and_admits_the_waitin
         "the gate reopens"
     );
 
-    let metrics = reqwest::get(format!("{}/metrics", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let busy = metrics
         .lines()
         .find(|l| l.starts_with("confab_connections_total") && l.contains(r#"outcome="busy""#))

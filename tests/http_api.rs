@@ -326,12 +326,7 @@ async fn every_route_answers_as_the_contract_says(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Metrics per route template and status.
-    let metrics = reqwest::get(format!("{}/metrics", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let series = metrics
         .lines()
         .find(|l| {

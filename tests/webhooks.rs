@@ -415,12 +415,7 @@ async fn events_retried_past_their_time_are_marked_failed() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(receiver.refused() >= 2, "it was retried before giving up");
-    let metrics = reqwest::get(format!("{}/metrics", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let failed = metrics
         .lines()
         .find(|l| l.starts_with("confab_webhook_events_total") && l.contains("outcome=\"failed\""))

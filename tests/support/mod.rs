@@ -135,6 +135,13 @@ impl TestApp {
         body["token"].as_str().expect("token field").to_owned()
     }
 
+    /// The node's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::get(format!("{}/metrics", self.base));
+        let response = response.await.expect("metrics request");
+        response.text().await.expect("metrics body")
+    }
+
     pub async fn connect(&self, user: &str) -> TestClient {
         TestClient::connect(&self.base, &self.token(user).await).await
     }
