@@ -13,9 +13,11 @@ SIOLOAD=${BENCH_DIR:-/tmp/confab-bench}/target/release/sioload
 D=$(mktemp -d /tmp/mem-after.XXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 SEC=mem-after-secret-$RANDOM$RANDOM
-env CONFAB_LISTEN=127.0.0.1:$PORT CONFAB_JWT_SECRET=$SEC CONFAB_DATABASE_URL=sqlite://$D/confab.db \
-  CONFAB_MAX_CONNECTIONS=$((CONNS + 1000)) RUST_LOG=warn ${EXTRA:-} ${PRELOAD:+LD_PRELOAD=$PRELOAD} \
-  "$BIN" >"$D/log" 2>&1 &
+VARS=("CONFAB_LISTEN=127.0.0.1:$PORT" "CONFAB_JWT_SECRET=$SEC" "CONFAB_DATABASE_URL=sqlite://$D/confab.db"
+  "CONFAB_MAX_CONNECTIONS=$((CONNS + 1000))" RUST_LOG=warn)
+[ -n "${EXTRA:-}" ] && VARS+=("$EXTRA")
+[ -n "${PRELOAD:-}" ] && VARS+=("LD_PRELOAD=$PRELOAD")
+env "${VARS[@]}" "$BIN" >"$D/log" 2>&1 &
 P=$!
 trap 'kill $P 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -fs "127.0.0.1:$PORT/livez" >/dev/null 2>&1 && break; sleep 0.2; done
