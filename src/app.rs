@@ -36,6 +36,7 @@ impl Application {
         let backend = storage::connect(
             &settings.database_url,
             settings.database_max_connections,
+            settings.write.writers as u32,
             settings.database_timeout,
             settings.hooks.webhooks.is_some(),
         )

@@ -422,9 +422,7 @@ impl Config {
                 max_batch: self.write_batch,
                 max_wait: Duration::from_millis(self.write_max_wait_ms),
                 linger: Duration::from_micros(self.write_linger_us),
-                writers: self
-                    .write_concurrency
-                    .clamp(1, self.database_max_connections as usize),
+                writers: self.write_concurrency.max(1),
             },
             redis: self.redis_url.map(|url| RedisSettings {
                 url,

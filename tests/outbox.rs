@@ -152,7 +152,7 @@ async fn sqlite(outbox: bool) -> (Arc<dyn Store>, tempfile::TempDir) {
 
 async fn postgres(outbox: bool) -> (Arc<dyn Store>, String) {
     let (url, name) = support::fresh_postgres_database().await;
-    let store = PostgresStore::connect(&url, 5, std::time::Duration::from_secs(10))
+    let store = PostgresStore::connect(&url, 5, 1, std::time::Duration::from_secs(10))
         .await
         .unwrap()
         .with_outbox(outbox);

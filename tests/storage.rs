@@ -712,7 +712,9 @@ fn with_database(url: &str, db: &str) -> String {
     )
 }
 
-async fn with_postgres<F: Future<Output = ()>>(check: impl FnOnce(T) -> F) {
+/// A fresh database on the test server (`CONFAB_TEST_POSTGRES_URL`): its URL, and the guard that
+/// drops it.
+async fn fresh_postgres() -> (String, TestDatabase) {
     let admin_url = std::env::var("CONFAB_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
@@ -731,18 +733,75 @@ async fn with_postgres<F: Future<Output = ()>>(check: impl FnOnce(T) -> F) {
         .await
         .expect("create test database");
     let _ = admin.close().await;
-    let _drop = TestDatabase {
-        admin_url: admin_url.clone(),
-        name: name.clone(),
-    };
-    // Small pools: all tests run at once against the same server.
     let url = with_database(&admin_url, &name);
-    let store = Arc::new(
-        PostgresStore::connect(&url, 5, Duration::from_secs(10))
+    (url, TestDatabase { admin_url, name })
+}
+
+async fn open_postgres(url: &str) -> Arc<PostgresStore> {
+    // Small pools: all tests run at once against the same server.
+    Arc::new(
+        PostgresStore::connect(url, 5, 1, Duration::from_secs(10))
             .await
             .expect("open postgres"),
-    );
+    )
+}
+
+async fn with_postgres<F: Future<Output = ()>>(check: impl FnOnce(T) -> F) {
+    let (url, _drop) = fresh_postgres().await;
+    let store = open_postgres(&url).await;
     check(T(store.clone())).await;
+    store.close().await;
+}
+
+/// A send racing a leave is stored before it or refused: a write batch checks its senders'
+/// membership under the room's row lock (not the member's), so a leave must take that lock too
+/// and wait for a batch holding it. The test holds the lock the way a batch in flight does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_leave_waits_for_a_batch_holding_its_room() {
+    let (url, db) = fresh_postgres().await;
+    let store = open_postgres(&url).await;
+    let t = T(store.clone());
+    let room = t.room(RoomKind::Public, "owner", &["leaver"]).await;
+    let mut batch = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let mut in_flight = batch.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM rooms WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(room.0)
+        .execute(&mut *in_flight)
+        .await
+        .expect("lock the room");
+    let leave = tokio::spawn({
+        let t = t.clone();
+        async move { t.0.remove_member(room, &uid("leaver")).await }
+    });
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(&db.name)
+        .fetch_one(&mut admin)
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(!leave.is_finished(), "the leave went ahead of the batch");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leave never reached the database"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!leave.is_finished(), "the leave went ahead of the batch");
+    in_flight.commit().await.expect("commit");
+    let left = tokio::time::timeout(Duration::from_secs(10), leave)
+        .await
+        .expect("the leave finishes once the batch commits")
+        .expect("join");
+    assert!(left.expect("remove_member"));
+    let after = t.send_with(room, "leaver", None, None).await;
+    assert_eq!(error_of(after), "NotMember");
     store.close().await;
 }
 

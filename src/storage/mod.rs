@@ -285,15 +285,17 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the backend named by the URL (`postgres://` or `sqlite://`) and applies its migrations.
 /// With `outbox`, changes write their webhook events in their own transactions; without it the
-/// write path does nothing extra.
+/// write path does nothing extra. `writers` is how many write batches may be in flight (Postgres
+/// keeps a connection for each).
 pub async fn connect(
     url: &str,
     max_connections: u32,
+    writers: u32,
     acquire_timeout: std::time::Duration,
     outbox: bool,
 ) -> Result<Arc<dyn Store>, StorageError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = PostgresStore::connect(url, max_connections, acquire_timeout).await?;
+        let store = PostgresStore::connect(url, max_connections, writers, acquire_timeout).await?;
         Ok(Arc::new(store.with_outbox(outbox)))
     } else {
         Ok(Arc::new(

@@ -46,6 +46,7 @@ pub(super) const MEMBERS: &str = "SELECT m.user_id, u.name FROM members m \
      JOIN users u ON u.id = m.user_id WHERE m.room_id = $1 ORDER BY m.user_id";
 pub(super) const MEMBER_NAME: &str = "SELECT u.name FROM members m \
      JOIN users u ON u.id = m.user_id WHERE m.room_id = $1 AND m.user_id = $2";
+/// SQLite's (one writer: nothing to race); Postgres locks the room first (`postgres.rs`).
 pub(super) const REMOVE_MEMBER: &str = "DELETE FROM members WHERE room_id = $1 AND user_id = $2";
 pub(super) const READ_MARK: &str =
     "SELECT read_seq FROM members WHERE room_id = $1 AND user_id = $2";
