@@ -805,6 +805,35 @@ async fn postgres_leave_waits_for_a_batch_holding_its_room() {
     store.close().await;
 }
 
+/// Deleting a room (an operator's act; confab never does) still deletes its messages, though
+/// messages.room_id has no foreign key (a trigger does it: see the migration
+/// 20261207000100_messages_room_fk_as_trigger.sql).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_deleting_a_room_deletes_its_messages() {
+    let (url, _db) = fresh_postgres().await;
+    let store = open_postgres(&url).await;
+    let t = T(store.clone());
+    let doomed = t.room(RoomKind::Public, "owner", &[]).await;
+    let kept = t.room(RoomKind::Public, "owner", &[]).await;
+    for room in [doomed, kept, doomed] {
+        t.send(room, "owner").await;
+    }
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let count = |room: RoomId| {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM messages WHERE room_id = $1")
+            .bind(room.0)
+    };
+    assert_eq!(count(doomed).fetch_one(&mut admin).await.expect("count"), 2);
+    sqlx::query("DELETE FROM rooms WHERE id = $1")
+        .bind(doomed.0)
+        .execute(&mut admin)
+        .await
+        .expect("delete the room");
+    assert_eq!(count(doomed).fetch_one(&mut admin).await.expect("count"), 0);
+    assert_eq!(count(kept).fetch_one(&mut admin).await.expect("count"), 1);
+    store.close().await;
+}
+
 macro_rules! on_both_backends {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
