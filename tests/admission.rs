@@ -48,28 +48,6 @@ async fn next_text(ws: &mut Ws) -> String {
     }
 }
 
-/// Waits (up to 10 s) until a query of this database waits on a lock: the admission is in flight.
-async fn until_a_query_waits_on_a_lock(admin: &mut sqlx::PgConnection, database: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
-        )
-        .bind(database)
-        .fetch_one(&mut *admin)
-        .await
-        .expect("pg_stat_activity");
-        if waiting > 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the admission never reached the database"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_database_sheds_extra_admissions_at_once_and_admits_the_waiting_one_after() {
     let url = Arc::new(Mutex::new(String::new()));
@@ -98,7 +76,7 @@ async fn a_stalled_database_sheds_extra_admissions_at_once_and_admits_the_waitin
     let mut watcher = sqlx::PgConnection::connect(&url).await.expect("connect");
 
     let mut waiting = connect_raw(&app.base, &waiting_token).await;
-    until_a_query_waits_on_a_lock(&mut watcher, &database).await;
+    support::postgres::until_a_query_waits_on_a_lock(&mut watcher, &database, || false).await;
 
     let mut shed = connect_raw(&app.base, &shed_token).await;
     let refusal = next_text(&mut shed).await;

@@ -1,6 +1,8 @@
 //! One set of behaviour checks for `Store`, run against both backends: SQLite in a temporary
 //! directory and Postgres in a fresh database per test (`CONFAB_TEST_POSTGRES_URL`).
 
+mod support;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -774,25 +776,8 @@ async fn postgres_leave_waits_for_a_batch_holding_its_room() {
         async move { t.0.remove_member(room, &uid("leaver")).await }
     });
     let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
-        )
-        .bind(&db.name)
-        .fetch_one(&mut admin)
-        .await
-        .expect("pg_stat_activity");
-        if waiting > 0 {
-            break;
-        }
-        assert!(!leave.is_finished(), "the leave went ahead of the batch");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the leave never reached the database"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::postgres::until_a_query_waits_on_a_lock(&mut admin, &db.name, || leave.is_finished())
+        .await;
     assert!(!leave.is_finished(), "the leave went ahead of the batch");
     in_flight.commit().await.expect("commit");
     let left = tokio::time::timeout(Duration::from_secs(10), leave)

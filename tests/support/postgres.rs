@@ -159,3 +159,32 @@ impl Drop for PostgresServer {
             .output();
     }
 }
+
+/// Waits (up to 10 s) until a query of `database` waits on a lock: whatever the test set off has
+/// reached the database and is queued behind a lock the test holds. `stop_if` ends the wait
+/// with a failure when the queued work finished instead (it did not wait).
+pub async fn until_a_query_waits_on_a_lock(
+    admin: &mut sqlx::PgConnection,
+    database: &str,
+    stop_if: impl Fn() -> bool,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(database)
+        .fetch_one(&mut *admin)
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            return;
+        }
+        assert!(!stop_if(), "it finished without waiting for the lock");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "it never reached the database"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
