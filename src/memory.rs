@@ -5,7 +5,8 @@
 //!
 //! - [`tune_allocator`], once at startup, fixes glibc's mmap threshold (see there).
 //! - [`trim_after_disconnect_waves`]: when the node's socket count has fallen well below its
-//!   recent peak, `malloc_trim` returns the free pages of every arena to the OS.
+//!   recent peak, the store gives back its caches (SQLite's page cache) and `malloc_trim`
+//!   returns the free pages of every arena to the OS.
 //! - [`shrink_when_sparse`]: maps keyed by socket or user give back the table of their peak.
 //! - The environment: `GLIBC_TUNABLES=glibc.malloc.tcache_count=0` (the container image sets
 //!   it). glibc's per-thread cache keeps up to ~7 freed blocks of each small size for its thread,
@@ -18,11 +19,13 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::ConnectionLimiter;
+use crate::storage::Store;
 
 /// How often the socket count is looked at.
 const EVERY: Duration = Duration::from_secs(5);
@@ -30,8 +33,12 @@ const EVERY: Duration = Duration::from_secs(5);
 const WAVE: usize = 500;
 
 /// Trims after every wave of at least [`WAVE`] (or a tenth of the peak) closed sockets, until
-/// `stop`.
-pub async fn trim_after_disconnect_waves(connections: ConnectionLimiter, stop: CancellationToken) {
+/// `stop`; the store first gives back its caches, so that their pages are trimmed too.
+pub async fn trim_after_disconnect_waves(
+    connections: ConnectionLimiter,
+    store: Arc<dyn Store>,
+    stop: CancellationToken,
+) {
     let mut peak = connections.in_use();
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -42,6 +49,7 @@ pub async fn trim_after_disconnect_waves(connections: ConnectionLimiter, stop: C
         }
         let now = connections.in_use();
         if is_wave(peak, now) {
+            store.release_memory().await;
             let trimmed = tokio::task::spawn_blocking(trim).await.unwrap_or(false);
             tracing::debug!(peak, now, trimmed, "memory trimmed after disconnects");
             peak = now;
