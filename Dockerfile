@@ -60,8 +60,11 @@ COPY --from=builder /out/confab /usr/local/bin/confab
 COPY --from=builder --chown=65532:65532 /out/data /data
 WORKDIR /data
 USER 65532:65532
+# GLIBC_TUNABLES: no per-thread malloc cache, so the memory of closed sockets goes back to the OS
+# after a disconnect wave (src/memory.rs, docs/footprint.md); glibc reads it only at startup.
 ENV CONFAB_LISTEN=0.0.0.0:3000 \
-    CONFAB_LOG_FORMAT=json
+    CONFAB_LOG_FORMAT=json \
+    GLIBC_TUNABLES=glibc.malloc.tcache_count=0
 EXPOSE 3000
 # `confab healthcheck` asks GET /readyz on CONFAB_LISTEN (0.0.0.0 becomes 127.0.0.1) over plain TCP.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \

@@ -155,6 +155,7 @@ impl Application {
         );
         tokio::spawn(crate::memory::trim_after_disconnect_waves(
             state.connections.clone(),
+            state.store.clone(),
             background.clone(),
         ));
         tokio::spawn(socket::expire_typing(

@@ -9,6 +9,7 @@ fn main() -> anyhow::Result<()> {
     if healthcheck::requested(std::env::args_os()) {
         std::process::exit(healthcheck::run());
     }
+    confab::memory::tune_allocator();
     serve()
 }
 

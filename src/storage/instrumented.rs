@@ -74,6 +74,10 @@ impl Store for InstrumentedStore {
             .await
     }
 
+    async fn release_memory(&self) {
+        self.inner.release_memory().await;
+    }
+
     async fn create_room(&self, room: NewRoom) -> Result<Room, StorageError> {
         self.observe("create_room", self.inner.create_room(room))
             .await

@@ -163,6 +163,10 @@ pub trait Store: Send + Sync + 'static {
     /// last-seen times (never moving a last-seen time backwards).
     async fn record_seen(&self, users: &[SeenUser]) -> Result<(), StorageError>;
 
+    /// Gives back caches that a burst of work grew; called after a wave of disconnects, before
+    /// the heap is trimmed (`memory.rs`). Nothing to give back by default.
+    async fn release_memory(&self) {}
+
     /// Creates a public or private room with its members; users that were never seen are
     /// created with their id as name. Every read mark starts at 0. Returns the room as the
     /// creator sees it.

@@ -62,12 +62,17 @@ impl SeenRecorder {
     fn take(&self) -> Vec<SeenUser> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let keys: Vec<UserId> = pending.keys().take(MAX_PER_WRITE).cloned().collect();
-        keys.into_iter()
+        let users = keys
+            .into_iter()
             .filter_map(|user| {
                 let (name, at) = pending.remove(&user)?;
                 Some(SeenUser { user, name, at })
             })
-            .collect()
+            .collect();
+        // A connect storm grows the map to thousands of users; once written, its table would
+        // otherwise stay allocated (and pin heap pages) after the storm.
+        crate::memory::shrink_when_sparse(&mut pending);
+        users
     }
 
     /// Writes everything gathered, in rounds of at most [`MAX_PER_WRITE`]; false when a write
