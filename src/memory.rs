@@ -3,16 +3,18 @@
 //! glibc's allocator keeps the pages of freed blocks in its arenas: after 20,000 sockets close,
 //! the process would keep their memory until it happened to be reused. What gives it back:
 //!
-//! - [`tune_allocator`], once at startup, fixes glibc's mmap threshold (see there).
+//! - [`tune_allocator`], first thing in `main`, turns glibc's per-thread cache off and fixes its
+//!   mmap threshold (see there).
 //! - [`trim_after_disconnect_waves`]: when the node's socket count has fallen well below its
 //!   recent peak, the store gives back its caches (SQLite's page cache) and `malloc_trim`
 //!   returns the free pages of every arena to the OS.
 //! - [`shrink_when_sparse`]: maps keyed by socket or user give back the table of their peak.
-//! - The environment: `GLIBC_TUNABLES=glibc.malloc.tcache_count=0` (the container image sets
-//!   it). glibc's per-thread cache keeps up to ~7 freed blocks of each small size for its thread,
-//!   and only that thread can empty it: `malloc_trim` cannot. After a wave each tokio worker's
-//!   cache held ~300 KB of blocks scattered over its arena, and they kept ~2 MB of pages per
-//!   worker resident. glibc reads this setting only from the environment, before `main`.
+//! - `GLIBC_TUNABLES=glibc.malloc.tcache_count=0`. glibc's per-thread cache keeps up to ~7
+//!   freed blocks of each small size for its thread, and only that thread can empty it:
+//!   `malloc_trim` cannot. After a wave each tokio worker's cache held ~300 KB of blocks
+//!   scattered over its arena, and they kept ~2 MB of pages per worker resident. glibc reads this
+//!   setting only from the environment, before `main`: the container image sets it, and
+//!   [`tune_allocator`] re-executes the binary with it when the environment has none.
 //!
 //! Other allocators (and other platforms) need nothing here; mimalloc and jemalloc were measured
 //! and gave less back (docs/footprint.md).
@@ -76,16 +78,42 @@ pub fn shrink_when_sparse<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, 
     }
 }
 
-/// Fixes glibc's mmap threshold at its default, 128 KiB; call once, before the runtime starts.
+/// The glibc tunable that turns its per-thread cache off (module docs).
+const NO_THREAD_CACHE: &str = "glibc.malloc.tcache_count=0";
+
+/// Sets glibc up to give a wave's memory back; call first thing in `main`, while the process
+/// has one thread.
 ///
-/// Left alone, glibc raises the threshold to the size of the largest mapped block freed so far
-/// (up to 32 MiB), and the trim threshold to twice that: once the tables of a peak of sockets
-/// are freed, later large blocks are carved from the arenas instead of mapped, and a thread
-/// arena keeps a free top of up to twice the largest table. Fixed, a large block has a mapping
-/// of its own that is returned when it is freed (one `mmap` and `munmap` per large block: they
-/// are rare here). Measured: about 1 MB less kept after 10,000 sockets closed.
+/// - When `GLIBC_TUNABLES` is absent, the process executes itself again (same pid, arguments and
+///   environment) with it set to turn the per-thread cache off, which glibc reads only at start:
+///   a node run by hand keeps what the container image gets. A `GLIBC_TUNABLES` that is set,
+///   even empty, is the operator's choice and is left alone; if the executable cannot be run
+///   again, the node goes on with glibc's defaults.
+/// - It fixes glibc's mmap threshold at its default, 128 KiB. Left alone, glibc raises the
+///   threshold to the size of the largest mapped block freed so far (up to 32 MiB), and the trim
+///   threshold to twice that: once the tables of a peak of sockets are freed, later large blocks
+///   are carved from the arenas instead of mapped, and a thread arena keeps a free top of up to
+///   twice the largest table. Fixed, a large block has a mapping of its own that is returned
+///   when it is freed (one `mmap` and `munmap` per large block: they are rare here). Measured:
+///   about 1 MB less kept after 10,000 sockets closed.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune_allocator() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("GLIBC_TUNABLES").is_none()
+        && let Ok(exe) = std::env::current_exe()
+    {
+        let mut args = std::env::args_os();
+        let mut again = std::process::Command::new(exe);
+        if let Some(arg0) = args.next() {
+            again.arg0(arg0);
+        }
+        // Returns only if the exec failed.
+        let failed = again
+            .args(args)
+            .env("GLIBC_TUNABLES", NO_THREAD_CACHE)
+            .exec();
+        eprintln!("confab: glibc's per-thread cache stays on (cannot re-execute: {failed})");
+    }
     const THRESHOLD: libc::c_int = 128 * 1024;
     // SAFETY: mallopt only sets a parameter of the allocator. It refuses only thresholds above
     // 32 MiB, so its result is not looked at.
