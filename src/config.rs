@@ -93,8 +93,8 @@ pub struct Config {
     #[arg(long, env = "CONFAB_WRITE_MAX_WAIT_MS", default_value_t = 500)]
     pub write_max_wait_ms: u64,
 
-    /// Message batches written at once (Postgres; SQLite writes one at a time). At most the
-    /// database pool size.
+    /// Message batches written at once (Postgres; SQLite writes one at a time), 1-64; each has a
+    /// Postgres connection of its own, besides the pool.
     #[arg(long, env = "CONFAB_WRITE_CONCURRENCY", default_value_t = 1)]
     pub write_concurrency: usize,
 
@@ -353,8 +353,8 @@ impl Config {
         if self.write_queue == 0 || !(1..=10_000).contains(&self.write_batch) {
             return err("CONFAB_WRITE_QUEUE must be at least 1 and CONFAB_WRITE_BATCH 1-10000");
         }
-        if self.write_concurrency == 0 {
-            return err("CONFAB_WRITE_CONCURRENCY must be at least 1");
+        if !(1..=64).contains(&self.write_concurrency) {
+            return err("CONFAB_WRITE_CONCURRENCY must be 1-64");
         }
         if !(10..=60_000).contains(&self.write_max_wait_ms) {
             return err("CONFAB_WRITE_MAX_WAIT_MS must be 10-60000");
@@ -422,7 +422,7 @@ impl Config {
                 max_batch: self.write_batch,
                 max_wait: Duration::from_millis(self.write_max_wait_ms),
                 linger: Duration::from_micros(self.write_linger_us),
-                writers: self.write_concurrency.max(1),
+                writers: self.write_concurrency,
             },
             redis: self.redis_url.map(|url| RedisSettings {
                 url,
@@ -536,6 +536,12 @@ mod tests {
         assert!(parse(&["--api-rate-per-sec", "0"]).is_err());
         assert!(parse(&["--write-batch", "0"]).is_err());
         assert!(parse(&["--write-queue", "0"]).is_err());
+        assert!(parse(&["--write-concurrency", "0"]).is_err());
+        assert!(parse(&["--write-concurrency", "65"]).is_err());
+        assert_eq!(
+            parse(&["--write-concurrency", "64"]).unwrap().write.writers,
+            64
+        );
         assert!(parse(&["--database-timeout-ms", "5"]).is_err());
         assert!(parse(&["--ws-read-buffer-bytes", "16"]).is_err());
         assert!(parse(&["--listen-backlog", "0"]).is_err());
