@@ -790,6 +790,64 @@ async fn postgres_leave_waits_for_a_batch_holding_its_room() {
     store.close().await;
 }
 
+/// The other side of that race: a batch that waited for a leave holding the room's lock sees
+/// the member gone when it runs. The leaver's message is refused, the rest of the batch is
+/// stored, and no seq is lost to the refused one (the batch is first tried as one statement,
+/// which must undo itself when a sender's member row went away under it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_batch_behind_a_leave_refuses_the_leaver() {
+    let (url, db) = fresh_postgres().await;
+    let store = open_postgres(&url).await;
+    let t = T(store.clone());
+    let room = t.room(RoomKind::Public, "owner", &["leaver"]).await;
+    let before = t.send(room, "owner").await.seq;
+    let mut leave = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let mut leaving = leave.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM rooms WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(room.0)
+        .execute(&mut *leaving)
+        .await
+        .expect("lock the room");
+    sqlx::query("DELETE FROM members WHERE room_id = $1 AND user_id = 'leaver'")
+        .bind(room.0)
+        .execute(&mut *leaving)
+        .await
+        .expect("delete the member");
+    let batch = tokio::spawn({
+        let t = t.clone();
+        async move {
+            let batch = [
+                new_message(room, "owner", None, None),
+                new_message(room, "leaver", None, None),
+                new_message(room, "owner", None, None),
+            ];
+            t.0.send_batch(&batch).await
+        }
+    });
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
+    support::postgres::until_a_query_waits_on_a_lock(&mut admin, &db.name, || batch.is_finished())
+        .await;
+    assert!(!batch.is_finished(), "the batch went ahead of the leave");
+    leaving.commit().await.expect("commit the leave");
+    let outcomes = tokio::time::timeout(Duration::from_secs(10), batch)
+        .await
+        .expect("the batch finishes once the leave commits")
+        .expect("join")
+        .expect("send_batch");
+    let seqs: Vec<Result<i64, String>> = outcomes
+        .into_iter()
+        .map(|o| o.map(|sent| sent.message.seq).map_err(|e| format!("{e:?}")))
+        .collect();
+    assert_eq!(
+        seqs,
+        vec![Ok(before + 1), Err("NotMember".to_owned()), Ok(before + 2)]
+    );
+    assert_eq!(t.send(room, "owner").await.seq, before + 3);
+    let (stored, _) = t.page(room, None, None, 10).await;
+    assert_eq!(stored, (1..=before + 3).collect::<Vec<_>>());
+    store.close().await;
+}
+
 /// Deleting a room (an operator's act; confab never does) still deletes its messages, though
 /// messages.room_id has no foreign key (a trigger does it: see the migration
 /// 20261207000100_messages_room_fk_as_trigger.sql).

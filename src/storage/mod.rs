@@ -20,6 +20,7 @@ pub mod writer;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{ClientId, DisplayName, MessageText, RoomId, RoomKind, RoomName, UserId};
@@ -105,6 +106,23 @@ pub struct NewMessage {
     pub text: MessageText,
     pub client_id: Option<ClientId>,
     pub reply_to: Option<Uuid>,
+}
+
+impl NewMessage {
+    /// The message as stored with `id`, `seq` and `created_at`.
+    pub fn stored_as(&self, id: Uuid, seq: i64, created_at: DateTime<Utc>) -> Message {
+        Message {
+            id,
+            room_id: self.room,
+            seq,
+            user_id: self.user.to_string(),
+            name: self.name.as_str().to_owned(),
+            text: self.text.as_str().to_owned(),
+            client_id: self.client_id.as_ref().map(|c| c.as_str().to_owned()),
+            reply_to: self.reply_to,
+            created_at,
+        }
+    }
 }
 
 /// The result of storing a message.

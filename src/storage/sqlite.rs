@@ -206,17 +206,8 @@ impl Accepted {
         *seq += 1;
         let senders = self.senders.entry((msg.room.0, msg.user.to_string()));
         *senders.or_default() = *seq;
-        let message = Message {
-            id: Uuid::now_v7(),
-            room_id: msg.room,
-            seq: *seq,
-            user_id: msg.user.to_string(),
-            name: msg.name.as_str().to_owned(),
-            text: msg.text.as_str().to_owned(),
-            client_id: msg.client_id.as_ref().map(|c| c.as_str().to_owned()),
-            reply_to: msg.reply_to,
-            created_at: time_from(*at).unwrap_or_else(|_| Utc::now()),
-        };
+        let created_at = time_from(*at).unwrap_or_else(|_| Utc::now());
+        let message = msg.stored_as(Uuid::now_v7(), *seq, created_at);
         self.messages.push(message.clone());
         message
     }

@@ -12,12 +12,14 @@ use uuid::Uuid;
 use super::sql::{self, Columns, q};
 use super::{
     Claimed, HistoryPage, HistoryQuery, IdempotencyClaim, IdempotencyRecord, NewMessage, NewRoom,
-    OutboxEvent, OutboxStats, ReadMark, SeenUser, SendOutcome, Sent, StorageError, Store,
-    idempotency, outbox,
+    OutboxEvent, OutboxStats, ReadMark, SeenUser, SendOutcome, StorageError, Store, idempotency,
+    outbox,
 };
 use crate::domain::{RoomId, RoomKind, RoomName, UserId};
 use crate::model::{MemberRecord, Room};
 use outbox::OutboxEntry;
+
+mod send;
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -127,23 +129,6 @@ async fn insert_members(
                ON CONFLICT DO NOTHING";
     q!(query, sql, room, ids).execute(conn).await?;
     Ok(())
-}
-
-/// Reads one row of `confab_send_batch` (migrations/postgres): its outcome and message, or
-/// `None` for a repeat of an earlier message of the batch.
-fn outcome_from(row: &PgRow) -> Result<Option<SendOutcome>, sqlx::Error> {
-    let outcome: String = row.try_get(1)?;
-    Ok(Some(match outcome.as_str() {
-        "ok" | "duplicate" => Ok(Sent {
-            message: sql::message_at(row, 2)?,
-            duplicate: outcome == "duplicate",
-        }),
-        "repeat" => return Ok(None),
-        "not_found" => Err(StorageError::RoomNotFound),
-        "forbidden" => Err(StorageError::NotMember),
-        "invalid_reply" => Err(StorageError::InvalidReply),
-        other => return Err(sql::decode_err(format!("send outcome {other:?}"))),
-    }))
 }
 
 #[async_trait]
@@ -314,38 +299,7 @@ impl Store for PostgresStore {
     }
 
     async fn send_batch(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>, StorageError> {
-        let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
-        let rooms: Vec<Uuid> = batch.iter().map(|m| m.room.0).collect();
-        let users: Vec<&str> = batch.iter().map(|m| m.user.as_str()).collect();
-        let names: Vec<&str> = batch.iter().map(|m| m.name.as_str()).collect();
-        let texts: Vec<&str> = batch.iter().map(|m| m.text.as_str()).collect();
-        let client_ids: Vec<Option<&str>> = batch
-            .iter()
-            .map(|m| m.client_id.as_ref().map(|c| c.as_str()))
-            .collect();
-        let reply_to: Vec<Option<Uuid>> = batch.iter().map(|m| m.reply_to).collect();
-        // One round trip, one transaction (autocommit): see the function's comments.
-        let sql = "SELECT * FROM confab_send_batch($1, $2, $3, $4, $5, $6, $7, $8)";
-        let call = q!(
-            query,
-            sql,
-            ids,
-            rooms,
-            users,
-            names,
-            texts,
-            client_ids,
-            reply_to,
-            self.outbox
-        );
-        let rows = call.fetch_all(&self.writer).await?;
-        if rows.len() != batch.len() {
-            return Err(
-                sql::decode_err(format!("{} outcomes for {}", rows.len(), batch.len())).into(),
-            );
-        }
-        let outcomes: Vec<_> = rows.iter().map(outcome_from).collect::<Result<_, _>>()?;
-        Ok(sql::resolve_repeats(batch, outcomes))
+        send::send_batch(&self.writer, self.outbox, batch).await
     }
 
     async fn history(&self, room: RoomId, q: HistoryQuery) -> Result<HistoryPage, StorageError> {
