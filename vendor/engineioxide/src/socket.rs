@@ -118,16 +118,62 @@ impl From<&Error> for Option<DisconnectReason> {
 /// packet costs one small allocation while it is queued.
 pub(crate) type Queued = Box<PacketBuf>;
 
+/// PATCHED (confab): the websocket writer, shared by the socket's writer task and the emitters.
+///
+/// An emitter that finds nothing queued for the socket and the writer free writes its message
+/// to the websocket itself, without a wake-up of the writer task, a channel hop and a task
+/// poll per message: on a broadcast to many sockets that was most of a delivery's user-space
+/// cost, and each wake-up of a task queued on another worker also woke that worker
+/// (a futex call on each side). Order is kept because both sides take the lock first, and the
+/// writer task takes packets from the channel only while it holds it: a message goes direct
+/// only when no earlier one waits in the channel.
+pub(crate) trait DirectWrite: Send {
+    /// Queues a packet behind those the websocket has not taken yet.
+    fn push(&mut self, packet: Packet);
+    /// Writes out what is queued; `Pending` leaves the rest queued, to finish later.
+    fn poll_write(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()>;
+    /// Whether everything pushed was written: an emitter writes only to an idle writer, so a
+    /// slow client's messages wait in the (bounded) channel, not here.
+    fn is_idle(&self) -> bool;
+    /// Closes the websocket once what is queued is written.
+    fn poll_close(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()>;
+}
+
+/// The websocket writer of a socket: `None` until the websocket transport starts writing, and
+/// again once it stopped.
+pub(crate) type DirectSlot = std::sync::Mutex<Option<Box<dyn DirectWrite>>>;
+
 /// A permit to emit a message to the client.
 /// A permit holds a place in the internal channel to send one packet to the client.
 pub struct Permit<'a> {
     inner: mpsc::Permit<'a, Queued>,
+    tx: &'a mpsc::Sender<Queued>,
+    direct: &'a DirectSlot,
 }
 impl Permit<'_> {
     /// Consume the permit and emit a message to the client.
     #[inline]
     pub fn emit(self, msg: Str) {
-        self.inner.send(Box::new(smallvec![Packet::Message(msg)]));
+        // PATCHED (confab): written by this caller when the websocket writer is free and
+        // nothing is queued before it (see `DirectWrite`).
+        let Ok(mut writer) = self.direct.try_lock() else {
+            return self.inner.send(Box::new(smallvec![Packet::Message(msg)]));
+        };
+        // Only this permit's own place is taken: nothing queued or about to be.
+        let queue_empty = self.tx.capacity() + 1 == self.tx.max_capacity();
+        let Some(ws) = writer.as_mut().filter(|ws| queue_empty && ws.is_idle()) else {
+            drop(writer);
+            return self.inner.send(Box::new(smallvec![Packet::Message(msg)]));
+        };
+        ws.push(Packet::Message(msg));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let written = ws.poll_write(&mut cx).is_ready();
+        drop(writer);
+        if !written {
+            // The socket (or the reader half) was busy, and this call registered no waker that
+            // anybody will wake: the writer task finishes the write.
+            self.inner.send(Box::new(smallvec![Packet::Noop]));
+        }
     }
     /// Consume the permit and emit a binary message to the client.
     #[inline]
@@ -222,6 +268,9 @@ where
     /// Channel to send [PacketBuf] to the internal connection
     pub(crate) internal_tx: mpsc::Sender<Queued>,
 
+    /// PATCHED (confab): the websocket writer, when the transport is a websocket.
+    pub(crate) direct: DirectSlot,
+
     /// Channel to send volatile [PacketBuf]s that bypass the internal buffer.
     /// Uses a [`watch`](tokio::sync::watch) channel so only the latest volatile
     /// message is retained; subsequent volatile sends overwrite the previous one.
@@ -273,6 +322,7 @@ where
 
             internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
             internal_tx,
+            direct: std::sync::Mutex::new(None),
 
             volatile_tx,
 
@@ -449,7 +499,11 @@ where
     #[inline]
     pub fn reserve(&self) -> Result<Permit<'_>, TrySendError<()>> {
         let permit = self.internal_tx.try_reserve()?;
-        Ok(Permit { inner: permit })
+        Ok(Permit {
+            inner: permit,
+            tx: &self.internal_tx,
+            direct: &self.direct,
+        })
     }
 
     /// Emits a message to the client.
@@ -624,6 +678,7 @@ where
 
             internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
             internal_tx,
+            direct: std::sync::Mutex::new(None),
 
             volatile_tx,
 

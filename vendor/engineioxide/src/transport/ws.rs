@@ -4,7 +4,9 @@
 //! Other functions are used internally to handle the websocket connection through tasks and channels
 //! and to handle upgrade from polling to ws
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use futures_util::{
     SinkExt, StreamExt, TryStreamExt,
@@ -248,12 +250,105 @@ where
     Ok(())
 }
 
+/// PATCHED (confab): the websocket's writing half, shared with the emitters through
+/// [`Socket::direct`](crate::socket::DirectWrite).
+struct WsWriter<S> {
+    sink: SplitSink<WebSocketStream<S>, Message>,
+    protocol: ProtocolVersion,
+    /// Messages the sink has not taken yet, oldest first.
+    queued: VecDeque<Message>,
+    /// The last write did not finish (the socket or the reader half was busy).
+    unfinished: bool,
+}
+
+impl<S> WsWriter<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Maps a packet to a websocket message (`None`: nothing to send).
+    fn message(&self, packet: Packet) -> Option<Message> {
+        match packet {
+            Packet::Binary(bin) | Packet::BinaryV3(bin) => {
+                if self.protocol == ProtocolVersion::V3 {
+                    // v3 protocol requires packet type as the first byte.
+                    let mut buff = Vec::with_capacity(bin.len() + 1);
+                    buff.push(0x04);
+                    buff.extend(bin);
+                    Some(Message::Binary(buff.into()))
+                } else {
+                    Some(Message::Binary(bin))
+                }
+            }
+            // A Noop Packet maybe sent by the server to upgrade from a polling connection, or
+            // to have the writer task finish a write an emitter began: nothing to send.
+            Packet::Noop => None,
+            packet => {
+                let packet: String = packet.try_into().unwrap();
+                Some(Message::Text(packet.into()))
+            }
+        }
+    }
+}
+
+impl<S> crate::socket::DirectWrite for WsWriter<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn push(&mut self, packet: Packet) {
+        if let Some(message) = self.message(packet) {
+            self.queued.push_back(message);
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.queued.is_empty() && !self.unfinished
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let written = self.write_queued(cx);
+        self.unfinished = written.is_pending();
+        written
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        ready!(self.poll_write(cx));
+        self.sink.poll_close_unpin(cx).map(|_| ())
+    }
+}
+
+impl<S> WsWriter<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn write_queued(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while !self.queued.is_empty() {
+            match self.sink.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_e)) => {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!("error sending packet: {}", _e);
+                    // The connection is gone; its reader closes the session.
+                    self.queued.clear();
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+            let message = self.queued.pop_front().expect("not empty");
+            if let Err(_e) = self.sink.start_send_unpin(message) {
+                #[cfg(feature = "tracing")]
+                tracing::debug!("error sending packet: {}", _e);
+            }
+        }
+        self.sink.poll_flush_unpin(cx).map(|_| ())
+    }
+}
+
 /// Forwards all packets waiting to be sent to the websocket
 ///
 /// The websocket stream is flushed only when the internal channel is drained
 async fn forward_to_socket<H: EngineIoHandler, S>(
     socket: Arc<Socket<H::Data>>,
-    mut tx: SplitSink<WebSocketStream<S>, Message>,
+    tx: SplitSink<WebSocketStream<S>, Message>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -273,56 +368,51 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
         ..
     } = &mut *internal_rx;
 
-    // map a packet to a websocket message
-    // It is declared as a macro rather than a closure to avoid ownership issues
-    macro_rules! map_fn {
-            ($item:ident) => {
-                let res = match $item {
-                    Packet::Binary(bin) | Packet::BinaryV3(bin) => {
-                        if socket.protocol == ProtocolVersion::V3 {
-                            // v3 protocol requires packet type as the first byte.
-                            // This requires a new buffer. This is OK as it is only for the V3 protocol.
-                            let mut buff = Vec::with_capacity(bin.len() + 1);
-                            buff.push(0x04);
-                            buff.extend(bin);
-                            tx.feed(Message::Binary(buff.into())).await
-                        } else {
-                            tx.feed(Message::Binary(bin)).await
-                        }
+    let writer = WsWriter {
+        sink: tx,
+        protocol: socket.protocol,
+        queued: VecDeque::new(),
+        unfinished: false,
+    };
+    *lock_direct(&socket) = Some(Box::new(writer));
+
+    // Takes what the channel holds, under the writer's lock (see `DirectWrite`), and writes it
+    // out. Ready(false) once the channel is closed.
+    let mut drain = |cx: &mut Context<'_>| -> Poll<bool> {
+        let mut slot = lock_direct(&socket);
+        let Some(writer) = slot.as_mut() else {
+            return Poll::Ready(false);
+        };
+        let mut took = false;
+        let open = loop {
+            match buffered_rx.poll_recv(cx) {
+                Poll::Ready(Some(packets)) => {
+                    for packet in *packets {
+                        writer.push(packet);
                     }
-                    // A Noop Packet maybe sent by the server to upgrade from a polling connection
-                    // In the case that the packet was not poll in time it will remain in the buffer and therefore
-                    // it should be discarded here
-                    Packet::Noop => Ok(()),
-                    _ => {
-                        let packet: String = $item.try_into().unwrap();
-                        tx.feed(Message::Text(packet.into())).await
-                    }
-                };
-                if let Err(_e) = res {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+                    took = true;
                 }
-            };
+                Poll::Ready(None) => break false,
+                Poll::Pending => break true,
+            }
+        };
+        let written = writer.poll_write(cx).is_ready();
+        match (open, written && took) {
+            (false, _) => Poll::Ready(false),
+            (true, true) => Poll::Ready(true),
+            // Nothing taken: wait for the channel (its waker is registered); not written yet:
+            // wait for the websocket.
+            (true, false) => Poll::Pending,
         }
+    };
 
     // Forward buffered packets until the channel is closed or the session is cancelled.
     loop {
         tokio::select! {
             biased;
-            items = buffered_rx.recv() => {
-                match items {
-                    Some(packets) => {
-                        for item in *packets {
-                            map_fn!(item);
-                        }
-                        while let Ok(packets) = buffered_rx.try_recv() {
-                            for item in *packets {
-                                map_fn!(item);
-                            }
-                        }
-                    }
-                    None => break
+            open = std::future::poll_fn(&mut drain) => {
+                if !open {
+                    break;
                 }
             }
             _ = socket.cancellation_token.cancelled() => break,
@@ -331,24 +421,34 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
                 if let Some(packets) = val {
                     #[cfg(feature = "tracing")]
                     tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    for item in packets {
-                        map_fn!(item);
+                    let mut slot = lock_direct(&socket);
+                    if let Some(writer) = slot.as_mut() {
+                        for packet in packets {
+                            writer.push(packet);
+                        }
                     }
                 }
             },
         }
-
-        #[cfg(feature = "tracing")]
-        tracing::trace!(sid = %socket.id, "ws flush");
-        tx.flush().await.ok();
     }
 
     #[cfg(feature = "tracing")]
     tracing::trace!(sid = %socket.id, "ws closing flush");
 
-    tx.flush().await.ok();
-    tx.close().await.ok();
+    // Emitters go back to the channel, which nobody reads any more.
+    let writer = lock_direct(&socket).take();
+    if let Some(mut writer) = writer {
+        std::future::poll_fn(|cx| writer.poll_close(cx)).await;
+    }
 }
+
+fn lock_direct<D: Default + Send + Sync + 'static>(
+    socket: &Socket<D>,
+) -> std::sync::MutexGuard<'_, Option<Box<dyn crate::socket::DirectWrite>>> {
+    // A panic while holding the lock leaves the writer as it was: still usable.
+    socket.direct.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
 async fn init_handshake<S>(
     sid: Sid,
