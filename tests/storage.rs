@@ -748,6 +748,15 @@ async fn open_postgres(url: &str) -> Arc<PostgresStore> {
     )
 }
 
+/// Takes `room`'s row lock in `tx`, the lock a message batch and a leave both hold.
+async fn lock_room(tx: &mut sqlx::PgConnection, room: RoomId) {
+    sqlx::query("SELECT 1 FROM rooms WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(room.0)
+        .execute(tx)
+        .await
+        .expect("lock the room");
+}
+
 async fn with_postgres<F: Future<Output = ()>>(check: impl FnOnce(T) -> F) {
     let (url, _drop) = fresh_postgres().await;
     let store = open_postgres(&url).await;
@@ -766,11 +775,7 @@ async fn postgres_leave_waits_for_a_batch_holding_its_room() {
     let room = t.room(RoomKind::Public, "owner", &["leaver"]).await;
     let mut batch = sqlx::PgConnection::connect(&url).await.expect("connect");
     let mut in_flight = batch.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM rooms WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(room.0)
-        .execute(&mut *in_flight)
-        .await
-        .expect("lock the room");
+    lock_room(&mut in_flight, room).await;
     let leave = tokio::spawn({
         let t = t.clone();
         async move { t.0.remove_member(room, &uid("leaver")).await }
@@ -803,11 +808,7 @@ async fn postgres_batch_behind_a_leave_refuses_the_leaver() {
     let before = t.send(room, "owner").await.seq;
     let mut leave = sqlx::PgConnection::connect(&url).await.expect("connect");
     let mut leaving = leave.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM rooms WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(room.0)
-        .execute(&mut *leaving)
-        .await
-        .expect("lock the room");
+    lock_room(&mut leaving, room).await;
     sqlx::query("DELETE FROM members WHERE room_id = $1 AND user_id = 'leaver'")
         .bind(room.0)
         .execute(&mut *leaving)

@@ -86,9 +86,10 @@ impl PostgresStore {
     }
 }
 
-/// Removes a member under its room's row lock: `confab_send_batch` holds that lock while it checks
-/// its senders' membership, so a send racing this leave is either stored before it or refused
-/// (migrations/postgres/20261207000000_send_batch_room_lock_only.sql).
+/// Removes a member under its room's row lock: a message batch holds that lock while it checks
+/// its senders' membership (`STORE_WHOLE` in `send.rs` through the read-mark update,
+/// `confab_send_batch` with a query), so a send racing this leave is either stored before it or
+/// refused (migrations/postgres/20261207000000_send_batch_room_lock_only.sql).
 const REMOVE_MEMBER: &str = "WITH room AS (SELECT id FROM rooms WHERE id = $1 FOR NO KEY UPDATE) \
      DELETE FROM members m USING room WHERE m.room_id = room.id AND m.user_id = $2";
 
