@@ -108,7 +108,11 @@ impl Application {
         socket::register(&io)
             .await
             .context("subscribing the Socket.IO adapter")?;
-        tokio::spawn(socket::deliver(io.clone(), to_deliver));
+        tokio::spawn(socket::deliver(
+            io.clone(),
+            state.driver.clone(),
+            to_deliver,
+        ));
         // Outside the Socket.IO layer, so what socketioxide keeps of a request is the trimmed one.
         let sockets = http::router(state.clone(), io.clone())
             .layer(layer)

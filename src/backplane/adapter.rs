@@ -5,6 +5,7 @@
 //! reconnecting Redis driver.
 
 use socketioxide::adapter::Emitter;
+use socketioxide::operators::BroadcastOperators;
 
 use super::ReconnectingDriver;
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
@@ -35,6 +36,15 @@ impl BackplaneDriver {
     pub fn into_adapter_state(self, prefix: &str) -> RedisAdapterCtr<Self> {
         let config = RedisAdapterConfig::new().with_prefix(prefix.to_owned());
         RedisAdapterCtr::new_with_driver(self, config)
+    }
+
+    /// Narrows a broadcast to this node's sockets when there is no other node: the adapter
+    /// would otherwise encode every broadcast (msgpack) for a publish that goes nowhere.
+    pub fn scope(&self, broadcast: BroadcastOperators<Adapter>) -> BroadcastOperators<Adapter> {
+        match self {
+            BackplaneDriver::InProcess => broadcast.local(),
+            BackplaneDriver::Redis(_) => broadcast,
+        }
     }
 
     /// Whether emits reach the other nodes right now.

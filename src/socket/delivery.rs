@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::backplane::{SocketIo, SocketRef};
+use crate::backplane::{BackplaneDriver, SocketIo, SocketRef};
 use crate::storage::writer::Committed;
 
 /// Where a message came from: the socket that sent it (which `message:new` skips), or `None`
@@ -21,24 +21,33 @@ pub type Origin = Option<SocketRef>;
 const IN_FLIGHT: usize = 64;
 
 /// Runs until the writer stops (its channel closes).
-pub async fn deliver(io: SocketIo, mut committed: mpsc::Receiver<Committed<Origin>>) {
+pub async fn deliver(
+    io: SocketIo,
+    driver: BackplaneDriver,
+    mut committed: mpsc::Receiver<Committed<Origin>>,
+) {
     futures::stream::poll_fn(|cx| committed.poll_recv(cx))
-        .map(|committed| emit(&io, committed))
+        .map(|committed| emit(&io, &driver, committed))
         .buffered(IN_FLIGHT)
         .for_each(|()| async {})
         .await;
 }
 
-async fn emit(io: &SocketIo, Committed { message, tag, span }: Committed<Origin>) {
+async fn emit(
+    io: &SocketIo,
+    driver: &BackplaneDriver,
+    Committed { message, tag, span }: Committed<Origin>,
+) {
     let room = message.room_id.socket_room();
-    let sent = async {
-        match &tag {
-            Some(sender) => sender.to(room).emit("message:new", &message).await,
-            None => io.to(room).emit("message:new", &message).await,
-        }
-    }
-    .instrument(span)
-    .await;
+    let broadcast = match &tag {
+        Some(sender) => sender.to(room),
+        None => io.to(room),
+    };
+    let sent = driver
+        .scope(broadcast)
+        .emit("message:new", &message)
+        .instrument(span)
+        .await;
     if let Err(e) = sent {
         tracing::warn!(room = %message.room_id, error = %e, "message:new not delivered");
     }
