@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -20,6 +20,9 @@ use crate::model::{MemberRecord, Room};
 use outbox::OutboxEntry;
 
 mod send;
+mod writers;
+
+use writers::Writers;
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -28,7 +31,7 @@ pub struct PostgresStore {
     /// cold, and Postgres spent about a fifth more CPU (0.22-0.27 vs 0.17-0.18 cores at 2000
     /// msg/s, `sioload fanout` 20 rooms x 10 members); a write never waits behind a storm of
     /// reads for a connection either.
-    writer: PgPool,
+    writers: Writers,
     /// Whether changes write their webhook events (webhooks are configured).
     outbox: bool,
 }
@@ -53,22 +56,18 @@ impl PostgresStore {
                 // retries.
                 .test_before_acquire(false)
         };
+        let connect_options: PgConnectOptions = url.parse()?;
         let pool = options()
             .max_connections(max_connections.max(1))
-            .connect(url)
+            .connect_with(connect_options.clone())
             .await?;
         // sqlx takes an advisory lock, so nodes starting together migrate once.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let writers = writers.max(1);
-        let writer = options()
-            .max_connections(writers)
-            .min_connections(writers)
-            .idle_timeout(None)
-            .connect(url)
-            .await?;
+        let writers =
+            Writers::open(connect_options, writers.max(1) as usize, acquire_timeout).await?;
         Ok(Self {
             pool,
-            writer,
+            writers,
             outbox: false,
         })
     }
@@ -300,7 +299,10 @@ impl Store for PostgresStore {
     }
 
     async fn send_batch(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>, StorageError> {
-        send::send_batch(&self.writer, self.outbox, batch).await
+        let mut conn = self.writers.take().await?;
+        let outcome = send::send_batch(&mut conn, self.outbox, batch).await;
+        self.writers.finish(conn, &outcome);
+        outcome
     }
 
     async fn history(&self, room: RoomId, q: HistoryQuery) -> Result<HistoryPage, StorageError> {
@@ -399,6 +401,6 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
-        tokio::join!(self.pool.close(), self.writer.close());
+        tokio::join!(self.pool.close(), self.writers.close());
     }
 }

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -66,7 +66,7 @@ const INCOMPLETE: &str = "CF001";
 const UNIQUE_VIOLATION: &str = "23505";
 
 pub(super) async fn send_batch(
-    writer: &PgPool,
+    conn: &mut PgConnection,
     outbox: bool,
     batch: &[NewMessage],
 ) -> Result<Vec<SendOutcome>, StorageError> {
@@ -74,8 +74,7 @@ pub(super) async fn send_batch(
         return Ok(Vec::new());
     }
     let columns = BatchColumns::of(batch);
-    let mut conn = writer.acquire().await?;
-    match store_whole(&mut conn, outbox, batch, &columns).await {
+    match store_whole(conn, outbox, batch, &columns).await {
         Ok(Some(sent)) => return Ok(sent.into_iter().map(Ok).collect()),
         Ok(None) => {}
         Err(sqlx::Error::Database(e))
@@ -83,7 +82,7 @@ pub(super) async fn send_batch(
                 .is_some_and(|c| c == INCOMPLETE || c == UNIQUE_VIOLATION) => {}
         Err(e) => return Err(e.into()),
     }
-    judge_each(&mut conn, outbox, batch, &columns).await
+    judge_each(conn, outbox, batch, &columns).await
 }
 
 /// The batch as the columns both statements take; each message's id is chosen once, so the
