@@ -16,9 +16,10 @@
 //!    message in the node's write queue (`storage/writer.rs`), which stores whatever has gathered
 //!    with one [`storage::Store::send_batch`]: one transaction that checks membership again,
 //!    assigns each room's next seqs and moves read marks.
-//! 4. After the commit, the message goes to the delivery task (`socket/delivery.rs`) and the ack
-//!    goes back; `message:new` goes to the room's Socket.IO room, which socketioxide's adapter
-//!    delivers to every member's sockets except the sender's.
+//! 4. After the commit, the message goes to the delivery task (`socket/delivery.rs`) and the
+//!    task that wrote the batch acks the sender (the handler gave it its `Responder`);
+//!    `message:new` goes to the room's Socket.IO room, which socketioxide's adapter delivers to
+//!    every member's sockets except the sender's.
 //!
 //! Presence, typing and cluster membership live in the parts of a [`backplane::Backplane`];
 //! room emits go through socketioxide's adapter.

@@ -1,6 +1,7 @@
 //! The frame every client event runs in: identity, a span, metrics, shutdown tracking, and
 //! exactly one reply (an ack, or an `error` event when the client gave no ack callback).
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
@@ -14,6 +15,7 @@ use socketioxide::extract::{AckSender, Event, State, TryData};
 use socketioxide::handler::FromMessageParts;
 use socketioxide::handler::Value as RawValue;
 use socketioxide::socket::Socket;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{Instrument, field};
 
 use crate::auth::Identity;
@@ -115,10 +117,13 @@ impl Reply {
 /// `events` and anything else is answered `bad_request`. One fallback rather than a handler per
 /// event: socketioxide keeps per-event handlers in a map of boxed closures on every socket,
 /// about 1 KB of each idle socket for 13 events.
+///
+/// `handler` answers through the [`Responder`] it is given, now or later (`message:send` hands it
+/// to the write path, which answers from the task that committed the message).
 pub fn serve<F, Fut>(socket: &SocketRef, events: &'static [&'static str], handler: F)
 where
-    F: Fn(&'static str, Ctx, Value) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Outcome> + Send + 'static,
+    F: Fn(&'static str, Ctx, Value, Responder) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     socket.on_fallback(
         move |socket: SocketRef,
@@ -132,15 +137,31 @@ where
                 let Some(event) = events.iter().copied().find(|e| *e == name) else {
                     // Metrics label all unknown events alike (bounded cardinality); the
                     // client's `error` event names what it sent.
-                    return run("unknown", &name, socket, io, app, reply, |_| async {
-                        Err(ChatError::bad_request("unknown event"))
-                    })
+                    let sent_as = Cow::Owned(name);
+                    return run(
+                        "unknown",
+                        sent_as,
+                        socket,
+                        io,
+                        app,
+                        reply,
+                        |_, responder| async {
+                            responder.finish(Err(ChatError::bad_request("unknown event")))
+                        },
+                    )
                     .await;
                 };
                 let payload = data.unwrap_or(Value::Null);
-                run(event, event, socket, io, app, reply, move |ctx| {
-                    handler(event, ctx, payload)
-                })
+                let sent_as = Cow::Borrowed(event);
+                run(
+                    event,
+                    sent_as,
+                    socket,
+                    io,
+                    app,
+                    reply,
+                    move |ctx, responder| handler(event, ctx, payload, responder),
+                )
                 .await;
             }
         },
@@ -149,21 +170,20 @@ where
 
 async fn run<F, Fut>(
     event: &'static str,
-    sent_as: &str,
+    sent_as: Cow<'static, str>,
     socket: SocketRef,
     io: SocketIo,
     app: AppState,
     reply: Reply,
     body: F,
 ) where
-    F: FnOnce(Ctx) -> Fut,
-    Fut: Future<Output = Outcome>,
+    F: FnOnce(Ctx, Responder) -> Fut,
+    Fut: Future<Output = ()>,
 {
-    let _in_flight = app.lifecycle.track();
+    let in_flight = app.lifecycle.track();
     let Some(session) = socket.extensions.get::<Arc<Session>>() else {
         return;
     };
-    let started = Instant::now();
     let span = tracing::info_span!(
         "event",
         otel.name = event,
@@ -178,31 +198,90 @@ async fn run<F, Fut>(
     if let Some(trace_id) = crate::telemetry::trace_id(&span) {
         span.record("trace_id", trace_id);
     }
-    let frame = app.clone();
+    let responder = Responder {
+        answer: Some(Answer {
+            event,
+            sent_as,
+            started: Instant::now(),
+            span: span.clone(),
+            app: app.clone(),
+            session: session.clone(),
+            reply,
+            _in_flight: in_flight,
+        }),
+    };
     let ctx = Ctx {
         app,
         io,
         socket,
-        session: session.clone(),
+        session,
     };
-    let outcome = body(ctx).instrument(span.clone()).await;
-    let code = match &outcome {
-        Ok(_) => "ok",
-        Err(error) => error.code(),
-    };
-    span.record("outcome", code);
-    match &outcome {
-        Err(error @ (ChatError::Internal(_) | ChatError::Unavailable(_))) => {
-            let cause = error.cause().map(|c| format!("{c:#}")).unwrap_or_default();
-            span.in_scope(|| tracing::error!(code, cause, "event failed"));
+    body(ctx, responder).instrument(span).await;
+}
+
+/// Answers one event exactly once: records its outcome (span, log, metrics, security events)
+/// and replies. Dropped unanswered (a handler that gave up, a write path that stopped), it
+/// answers `unavailable`, as a send the write path never took.
+pub struct Responder {
+    answer: Option<Answer>,
+}
+
+struct Answer {
+    event: &'static str,
+    sent_as: Cow<'static, str>,
+    started: Instant,
+    span: tracing::Span,
+    app: AppState,
+    session: Arc<Session>,
+    reply: Reply,
+    /// Shutdown waits for events that are not answered yet.
+    _in_flight: TaskTrackerToken,
+}
+
+impl Responder {
+    pub fn finish(mut self, outcome: Outcome) {
+        if let Some(answer) = self.answer.take() {
+            answer.finish(outcome);
         }
-        Err(ChatError::Forbidden(_)) => span.in_scope(|| tracing::warn!(code, "forbidden attempt")),
-        Err(ChatError::RateLimited) => span.in_scope(|| tracing::warn!(code, "rate limit hit")),
-        _ => span.in_scope(|| tracing::debug!(code, "event handled")),
     }
-    frame
-        .metrics
-        .event(event, code, started.elapsed().as_secs_f64());
-    super::security::after_event(&frame, &session, event, &outcome);
-    reply.send(sent_as, &outcome);
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(answer) = self.answer.take() {
+            answer.finish(Err(crate::storage::StorageError::Overloaded.into()));
+        }
+    }
+}
+
+impl Answer {
+    fn finish(self, outcome: Outcome) {
+        let Answer {
+            event,
+            span,
+            app,
+            session,
+            ..
+        } = &self;
+        let code = match &outcome {
+            Ok(_) => "ok",
+            Err(error) => error.code(),
+        };
+        span.record("outcome", code);
+        match &outcome {
+            Err(error @ (ChatError::Internal(_) | ChatError::Unavailable(_))) => {
+                let cause = error.cause().map(|c| format!("{c:#}")).unwrap_or_default();
+                span.in_scope(|| tracing::error!(code, cause, "event failed"));
+            }
+            Err(ChatError::Forbidden(_)) => {
+                span.in_scope(|| tracing::warn!(code, "forbidden attempt"))
+            }
+            Err(ChatError::RateLimited) => span.in_scope(|| tracing::warn!(code, "rate limit hit")),
+            _ => span.in_scope(|| tracing::debug!(code, "event handled")),
+        }
+        app.metrics
+            .event(event, code, self.started.elapsed().as_secs_f64());
+        super::security::after_event(app, session, event, &outcome);
+        self.reply.send(&self.sent_as, &outcome);
+    }
 }

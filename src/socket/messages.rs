@@ -2,14 +2,34 @@
 
 use serde_json::{Value, json};
 
-use super::handler::{Ctx, Outcome};
+use super::handler::{Ctx, Outcome, Responder};
 use super::payload;
 use super::rooms::require_joined;
 use crate::error::ChatError;
 use crate::metrics::EventNameLabel;
 use crate::storage::{HistoryQuery, NewMessage};
 
-pub async fn send(ctx: Ctx, payload: Value) -> Outcome {
+/// Checks and queues the message; the write path answers through `responder` once the batch
+/// holding it is committed (or refused), from the task that wrote it: the handler's task is not
+/// woken again for the ack.
+pub async fn send(ctx: Ctx, payload: Value, responder: Responder) {
+    let message = match prepare(&ctx, payload).await {
+        Ok(message) => message,
+        Err(error) => return responder.finish(Err(error)),
+    };
+    // `message:new` goes out from the delivery task (socket/delivery.rs).
+    let origin = Some(ctx.socket.clone());
+    ctx.app.writes.submit(message, origin, move |outcome| {
+        let outcome = outcome.map_err(ChatError::from).map(|sent| {
+            tracing::debug!(room = %sent.message.room_id, seq = sent.message.seq, duplicate = sent.duplicate, "message stored");
+            json!({ "ok": true, "message": sent.message })
+        });
+        responder.finish(outcome);
+    });
+}
+
+/// The message to store, once the payload, the rate limit and membership allow it.
+async fn prepare(ctx: &Ctx, payload: Value) -> Result<NewMessage, ChatError> {
     let parsed = payload::send(payload, ctx.app.settings.limits.max_message_chars)?;
     if !ctx.session.send_rate.allow() {
         ctx.app
@@ -22,24 +42,16 @@ pub async fn send(ctx: Ctx, payload: Value) -> Outcome {
         return Err(ChatError::RateLimited);
     }
     // The fast check; storage checks membership again inside the write.
-    require_joined(&ctx, parsed.room).await?;
+    require_joined(ctx, parsed.room).await?;
     let user = ctx.user();
-    let message = NewMessage {
+    Ok(NewMessage {
         room: parsed.room,
         user: user.user_id.clone(),
         name: user.name.clone(),
         text: parsed.text,
         client_id: parsed.client_id,
         reply_to: parsed.reply_to,
-    };
-    // Answered once committed; `message:new` goes out from the delivery task (socket/delivery.rs).
-    let sent = ctx
-        .app
-        .writes
-        .send(message, Some(ctx.socket.clone()))
-        .await?;
-    tracing::debug!(room = %parsed.room, seq = sent.message.seq, duplicate = sent.duplicate, "message stored");
-    Ok(json!({ "ok": true, "message": sent.message }))
+    })
 }
 
 pub async fn history(ctx: Ctx, payload: Value) -> Outcome {

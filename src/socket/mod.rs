@@ -32,7 +32,7 @@ use crate::limits::Rate;
 use crate::state::AppState;
 pub use delivery::{Origin, deliver};
 pub use handler::Session;
-use handler::{Ctx, Outcome};
+use handler::{Ctx, Responder};
 pub use presence::{announce_departures, keep_cluster_presence};
 pub use typing::expire_typing;
 
@@ -174,16 +174,17 @@ fn register_events(socket: &SocketRef) {
     handler::serve(socket, EVENTS, dispatch);
 }
 
-/// Runs the handler of `event`, one of [`EVENTS`].
-async fn dispatch(event: &'static str, ctx: Ctx, payload: Value) -> Outcome {
-    match event {
+/// Runs the handler of `event`, one of [`EVENTS`], and answers it.
+async fn dispatch(event: &'static str, ctx: Ctx, payload: Value, responder: Responder) {
+    let outcome = match event {
+        // Answered by the write path once the message is committed.
+        "message:send" => return messages::send(ctx, payload, responder).await,
         "room:create" => rooms::create(ctx, payload).await,
         "room:direct" => rooms::direct(ctx, payload).await,
         "room:join" => rooms::join(ctx, payload).await,
         "room:leave" => rooms::leave(ctx, payload).await,
         "room:list" => rooms::list(ctx, payload).await,
         "room:members" => rooms::members(ctx, payload).await,
-        "message:send" => messages::send(ctx, payload).await,
         "message:history" => messages::history(ctx, payload).await,
         "message:read" => messages::read(ctx, payload).await,
         "typing:start" => typing::start(ctx, payload).await,
@@ -192,7 +193,8 @@ async fn dispatch(event: &'static str, ctx: Ctx, payload: Value) -> Outcome {
         "presence:get" => presence::get(ctx, payload).await,
         "rpc:call" => rpc::call(ctx, payload).await,
         _ => Err(ChatError::bad_request("unknown event")),
-    }
+    };
+    responder.finish(outcome);
 }
 
 async fn on_disconnect(

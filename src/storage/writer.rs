@@ -52,12 +52,15 @@ pub struct Committed<T> {
     pub span: tracing::Span,
 }
 
+/// Called once with a message's outcome, from the task that wrote its batch.
+type Answer = Box<dyn FnOnce(SendOutcome) + Send>;
+
 struct Pending<T> {
     message: NewMessage,
     tag: T,
     span: tracing::Span,
     enqueued: Instant,
-    reply: oneshot::Sender<SendOutcome>,
+    answer: Answer,
 }
 
 /// The sending side of the write path; cheap to clone.
@@ -98,18 +101,35 @@ impl<T: Send + 'static> WriteQueue<T> {
     /// with the message to the `committed` channel if it is newly stored.
     pub async fn send(&self, message: NewMessage, tag: T) -> SendOutcome {
         let (reply, outcome) = oneshot::channel();
+        self.submit(message, tag, move |outcome| {
+            let _ = reply.send(outcome);
+        });
+        outcome.await.unwrap_or(Err(StorageError::Overloaded))
+    }
+
+    /// Like [`send`](Self::send), but `answer` gets the outcome on the task that wrote the
+    /// batch (right away when the queue is full), so the caller's task need not wait for it.
+    /// `answer` should be quick: the batch's other answers wait behind it.
+    pub fn submit(
+        &self,
+        message: NewMessage,
+        tag: T,
+        answer: impl FnOnce(SendOutcome) + Send + 'static,
+    ) {
         let pending = Pending {
             message,
             tag,
             span: tracing::Span::current(),
             enqueued: Instant::now(),
-            reply,
+            answer: Box::new(answer),
         };
-        if self.queue.try_send(pending).is_err() {
+        if let Err(refused) = self.queue.try_send(pending) {
             self.metrics.write_refused.inc();
-            return Err(StorageError::Overloaded);
+            let pending = match refused {
+                mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p) => p,
+            };
+            (pending.answer)(Err(StorageError::Overloaded));
         }
-        outcome.await.unwrap_or(Err(StorageError::Overloaded))
     }
 }
 
@@ -146,7 +166,7 @@ impl<T: Send + 'static> Writer<T> {
                 .partition(|p: &Pending<T>| now - p.enqueued <= self.settings.max_wait);
             for late in stale {
                 self.metrics.write_refused.inc();
-                let _ = late.reply.send(Err(StorageError::Overloaded));
+                (late.answer)(Err(StorageError::Overloaded));
             }
             while in_flight.try_join_next().is_some() {}
             if !fresh.is_empty() {
@@ -240,7 +260,7 @@ impl<T: Send + 'static> Writer<T> {
                     tracing::warn!("delivery has stopped; stored message not broadcast");
                 }
             }
-            let _ = pending.reply.send(outcome);
+            (pending.answer)(outcome);
         }
     }
 }
