@@ -21,7 +21,8 @@ pub async fn send(ctx: Ctx, payload: Value, responder: Responder) {
     let origin = Some(ctx.socket.clone());
     ctx.app.writes.submit(message, origin, move |outcome| {
         let outcome = outcome.map_err(ChatError::from).map(|sent| {
-            tracing::debug!(room = %sent.message.room_id, seq = sent.message.seq, duplicate = sent.duplicate, "message stored");
+            let (room, seq) = (sent.message.room_id, sent.message.seq);
+            tracing::debug!(%room, seq, duplicate = sent.duplicate, "message stored");
             json!({ "ok": true, "message": sent.message })
         });
         responder.finish(outcome);

@@ -125,10 +125,7 @@ impl<T: Send + 'static> WriteQueue<T> {
         };
         if let Err(refused) = self.queue.try_send(pending) {
             self.metrics.write_refused.inc();
-            let pending = match refused {
-                mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p) => p,
-            };
-            (pending.answer)(Err(StorageError::Overloaded));
+            (refused.into_inner().answer)(Err(StorageError::Overloaded));
         }
     }
 }
