@@ -63,14 +63,8 @@ impl PostgresStore {
             .await?;
         // sqlx takes an advisory lock, so nodes starting together migrate once.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        // A batch touches a few rows of each table by key. On a small table (a new site's
-        // `rooms` and `members`) the planner would rather read the whole table, every version
-        // of every row the batches keep updating included: index lookups cost Postgres less
-        // there (`sioload fanout` 20 rooms x 10 members: ~0.21 -> ~0.19 cores), and are what it
-        // picks on a large table anyway.
-        let write_options = connect_options.options([("enable_seqscan", "off")]);
         let writers =
-            Writers::open(write_options, writers.max(1) as usize, acquire_timeout).await?;
+            Writers::open(connect_options, writers.max(1) as usize, acquire_timeout).await?;
         Ok(Self {
             pool,
             writers,
