@@ -82,6 +82,14 @@ describe(`presence [${TRANSPORT}]`, () => {
     });
   });
 
+  test('a user is online for everyone from the moment its session arrives (on a cluster: whichever nodes they are on)', async () => {
+    const asker = await clients.connect(uid('asker'), 'Asker');
+    for (let i = 0; i < 12; i += 1) {
+      const user = await clients.connect(uid(`new${i}`));
+      assert.deepEqual(await presenceOf(asker, [user.userId]), { [user.userId]: 'online' }, `user ${i}`);
+    }
+  });
+
   test('presence:get takes 1 to 200 ids', async () => {
     const ann = await clients.connect(uid('ann'), 'Ann');
     const ids = Array.from({ length: 200 }, (_, i) => `p${i}-${ann.userId}`.slice(0, 64));

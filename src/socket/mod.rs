@@ -143,13 +143,16 @@ async fn on_connect(socket: SocketRef, State(app): State<AppState>, io: SocketIo
     };
     socket.on_disconnect(on_disconnect);
     let user = &session.identity;
+    let first = presence::socket_connected(&app, &socket, user).await;
     let hello =
         json!({ "userId": user.user_id, "name": user.name, "nodeId": app.settings.node_id });
     if socket.emit("session", &hello).is_err() {
         return;
     }
     tracing::info!(user = %user.user_id, socket = %socket.id, transport = ?socket.transport_type(), "socket connected");
-    presence::socket_connected(&app, &io, &socket, user).await;
+    if first {
+        presence::announce_online(&app, &io, &socket, user).await;
+    }
 }
 
 /// The client events of the contract.

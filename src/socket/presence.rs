@@ -34,20 +34,32 @@ pub async fn get(ctx: Ctx, payload: Value) -> Outcome {
     Ok(json!({ "ok": true, "presence": presence }))
 }
 
-pub async fn socket_connected(app: &AppState, io: &SocketIo, socket: &SocketRef, user: &Identity) {
+/// Records a new socket in the cluster's presence before its `session` is sent, so that once a
+/// client has its session every node answers `presence:get` with "online" for it. True when it is
+/// the user's first socket anywhere: the caller then announces it (after `session`, which must be
+/// the socket's first event).
+pub async fn socket_connected(app: &AppState, socket: &SocketRef, user: &Identity) -> bool {
     let presence = &app.backplane.presence;
     match presence
         .connected(&user.user_id, &socket.id.to_string())
         .await
     {
-        Ok(true) => announce_from(app, io, socket, &user.user_id, "online").await,
-        Ok(false) => {}
+        Ok(first) => first,
         // Registered by the resync once the backplane is back.
         Err(e) if e.is_outage() => {
             tracing::debug!(user = %user.user_id, error = %e, "presence not recorded yet");
+            false
         }
-        Err(e) => tracing::error!(user = %user.user_id, error = %e, "presence not recorded"),
+        Err(e) => {
+            tracing::error!(user = %user.user_id, error = %e, "presence not recorded");
+            false
+        }
     }
+}
+
+/// Tells the user's rooms (and the user's own sockets) that the user came online.
+pub async fn announce_online(app: &AppState, io: &SocketIo, socket: &SocketRef, user: &Identity) {
+    announce_from(app, io, socket, &user.user_id, "online").await;
 }
 
 pub async fn socket_disconnected(
@@ -189,8 +201,8 @@ async fn resync_local_sockets(app: &AppState, io: &SocketIo) {
         }
     }
     for (id, (socket, session)) in &live {
-        if !known.contains(id.as_str()) {
-            socket_connected(app, io, socket, &session.identity).await;
+        if !known.contains(id.as_str()) && socket_connected(app, socket, &session.identity).await {
+            announce_online(app, io, socket, &session.identity).await;
         }
     }
 }
