@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use confab::config::{RedisSettings, Secret};
 use serde_json::{Value, json};
+use sqlx::Connection;
 use support::postgres::PostgresServer;
 use support::redis::RedisServer;
 use support::{Backend, TestApp, TestClient};
@@ -469,5 +470,57 @@ async fn a_lone_message_waits_for_nobody_and_a_burst_shares_a_commit() {
     for client in tabs.into_iter().chain([owner]) {
         client.close().await;
     }
+    app.stop().await;
+}
+
+/// The Postgres backends that have run the write path's statements (their last statement is the
+/// batch statement or the writer's session setup); the read pool never runs either.
+async fn writer_backends(url: &str) -> BTreeSet<i32> {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND (query LIKE 'WITH bumped AS%' OR query = 'SET enable_seqscan = off')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("pg_stat_activity");
+    conn.close().await.expect("close");
+    pids.into_iter().collect()
+}
+
+/// The write path keeps its Postgres connections: many batches, one after another, run on the
+/// connections the writers opened at start, neither reconnecting per batch nor piling up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_batches_reuse_the_writers_connections() {
+    let url = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen_url = url.clone();
+    let app = TestApp::spawn_with(Backend::Postgres, move |s| {
+        s.limits.send_rate_per_sec = 1000;
+        s.limits.send_burst = 1000;
+        *seen_url.lock().unwrap() = s.database_url.clone();
+    })
+    .await;
+    let url = url.lock().unwrap().clone();
+    let writers = writer_backends(&url).await;
+    assert!(!writers.is_empty(), "the writers connect at start");
+
+    let owner = app.connect(&unique("reuse")).await;
+    let room = owner.ok("room:create", json!({ "name": "reuse" })).await["room"]["id"].clone();
+    let replies = send_in_turn(&owner, &room, 40, "reuse".to_owned()).await;
+    assert_eq!(
+        replies.iter().map(seq_of).collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        write_batches(&app).await.0,
+        40,
+        "one batch per message, sent in turn"
+    );
+    assert_eq!(
+        writer_backends(&url).await,
+        writers,
+        "40 batches ran on the connections opened at start"
+    );
+    owner.close().await;
     app.stop().await;
 }
