@@ -3,6 +3,7 @@ every manifest against the Kubernetes 1.30 schemas in strict mode, and assert wh
 on (probes, drain, secrets, labels, schema)."""
 
 import copy
+import re
 
 import helm_python as helm
 import kubernetes_validate
@@ -127,6 +128,35 @@ def test_the_validator_rejects_what_it_should(defaults):
     broken["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"httpGet": {"path": "/readyz", "port": "http"}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S, strict=True)
+
+
+def server_defaults():
+    """Every `CONFAB_*` variable of the server with a default, from src/config.rs: {name: value}."""
+    source = (ROOT / "src" / "config.rs").read_text()
+    found = re.findall(r'env = "(CONFAB_[A-Z_]+)",\s*(?:value_enum,\s*)?default_value(?:_t)? = "?([^")\]]+)"?', source)
+    assert len(found) > 20, "the server's settings were not found in src/config.rs"
+    return {name: value.replace("_", "") if value.replace("_", "").isdigit() else value for name, value in found}
+
+
+# Where the chart deliberately differs from a server started by hand.
+CHART_OWN_DEFAULTS = {
+    "CONFAB_LISTEN",  # every interface, on the container port
+    "CONFAB_LOG_FORMAT",  # json for log collectors
+    "CONFAB_NODE_TIMEOUT",  # pods are rescheduled, not restarted in place: fewer false deaths
+}
+
+
+def test_the_chart_sets_only_known_settings_and_keeps_the_server_defaults(defaults):
+    known = server_defaults()
+    env = config_env(defaults)
+    unknown = [k for k in env if k.startswith("CONFAB_") and k not in known and k != "CONFAB_DEV_TOKENS"]
+    assert not unknown, f"the server has no such settings: {unknown}"
+    differing = {
+        k: (v, known[k]) for k, v in env.items() if k in known and k not in CHART_OWN_DEFAULTS and v != known[k]
+    }
+    assert not differing, f"chart default vs server default: {differing}"
+    for tuned in ("CONFAB_WRITE_CONCURRENCY", "CONFAB_MAX_PENDING_ADMISSIONS", "CONFAB_ADMISSION_WAIT_MS"):
+        assert tuned in env, f"{tuned} cannot be set from values.yaml"
 
 
 def test_probes_ask_the_real_endpoints_on_the_listening_port(defaults):
