@@ -137,19 +137,33 @@ async fn admit_inner(
     Ok(())
 }
 
+/// The longest a new socket's `session` waits for its presence to be recorded (one Redis round
+/// trip, batched with the connects of the moment, when Redis is well).
+const PRESENCE_BEFORE_SESSION: std::time::Duration = std::time::Duration::from_millis(250);
+
 async fn on_connect(socket: SocketRef, State(app): State<AppState>, io: SocketIo) {
     let Some(session) = socket.extensions.get::<Arc<Session>>() else {
         return;
     };
     socket.on_disconnect(on_disconnect);
     let user = &session.identity;
-    let first = presence::socket_connected(&app, &socket, user).await;
+    // Recorded online before `session`, so that every node says so once the client has it;
+    // a stalled Redis delays the session by no more than PRESENCE_BEFORE_SESSION.
+    let recording = presence::socket_connected(&app, &socket, user);
+    tokio::pin!(recording);
+    let recorded = tokio::time::timeout(PRESENCE_BEFORE_SESSION, &mut recording)
+        .await
+        .ok();
     let hello =
         json!({ "userId": user.user_id, "name": user.name, "nodeId": app.settings.node_id });
     if socket.emit("session", &hello).is_err() {
         return;
     }
     tracing::info!(user = %user.user_id, socket = %socket.id, transport = ?socket.transport_type(), "socket connected");
+    let first = match recorded {
+        Some(first) => first,
+        None => recording.await,
+    };
     if first {
         presence::announce_online(&app, &io, &socket, user).await;
     }
