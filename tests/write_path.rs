@@ -479,7 +479,7 @@ async fn writer_backends(url: &str) -> BTreeSet<i32> {
     let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
     let pids: Vec<i32> = sqlx::query_scalar(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-         AND (query LIKE 'WITH bumped AS%' OR query = 'SET enable_seqscan = off')",
+         AND (query LIKE 'WITH bumped AS%' OR query LIKE 'SELECT set_config(''plan_cache_mode''%')",
     )
     .fetch_all(&mut conn)
     .await
